@@ -47,6 +47,8 @@ class PipelineConfig:
     :param source_date_column: DATE column of the source table that partitions it by day.
     :param id_columns: columns that identify a source row; copied to every prediction.
     :param text_column: STRING column with the text to classify.
+    :param label_column: column that ``sql/labels.sql`` turns into the true label, or None when the source
+        has no labels. Training needs it; the report measures accuracy only where it is set.
     :param predictions_table: day-partitioned result table written by the predict step.
     :param report_table: day-partitioned table with one summary row per day.
     :param durations_table: day-partitioned table with the duration of each task per run.
@@ -80,6 +82,7 @@ class PipelineConfig:
     source_date_column: str = "review_date"
     id_columns: tuple[str, ...] = ("review_id",)
     text_column: str = "text"
+    label_column: str | None = "rating"
     predictions_table: str = "predictions"
     report_table: str = "daily_report"
     durations_table: str = "task_durations"
@@ -114,6 +117,8 @@ class PipelineConfig:
             validate_table(getattr(self, name), what=f"`{name}`")
         for name in ("source_date_column", "text_column", "result_date_column"):
             validate_column(getattr(self, name), what=f"`{name}`")
+        if self.label_column is not None:
+            validate_column(self.label_column, what="`label_column`")
         if not self.id_columns:
             raise InvalidIdentifierError("`id_columns` is empty: name at least one column that identifies a row.")
         for column in self.id_columns:
