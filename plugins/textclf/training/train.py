@@ -1,0 +1,463 @@
+"""Split, fit, evaluate and export the text classifier, and write its ``metrics.json``.
+
+The entry point is :func:`train_and_export`. It holds out the most recent whole days (about the
+last 10% of examples) for validation, so the reported figures describe how the model does on
+texts newer than any it learned from, which is how the daily pipeline uses it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import tensorflow as tf
+
+from textclf.identifiers import validate_column
+from textclf.store import METRICS_FILE, SAVED_MODEL_DIR
+from textclf.training.export import OUTPUT_NAMES, export_saved_model
+from textclf.training.model import (
+    ModelSettings,
+    TruncateAndLower,
+    build_classifier,
+    build_end_to_end_model,
+    build_vectorizer,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEED = 1234
+DEFAULT_MAX_EPOCHS = 8
+DEFAULT_BATCH_SIZE = 256
+DEFAULT_LEARNING_RATE = 3e-3
+DEFAULT_VALIDATION_FRACTION = 0.1
+EARLY_STOPPING_PATIENCE = 2
+# Fewest labelled examples before the split, and fewest on each side of it.
+MIN_EXAMPLES = 20
+MIN_SPLIT_EXAMPLES = 5
+CLASS_WEIGHTINGS = ("none", "balanced")
+# Texts tokenized per step when turning the examples into token ids.
+TOKENIZE_BATCH_ROWS = 8192
+BALANCED_ACCURACY_METHOD = "mean of the per-class recalls on the validation slice"
+
+
+@dataclass(frozen=True)
+class LabelledExamples:
+    """Examples with a label, as NumPy arrays in the table's row order."""
+
+    texts: np.ndarray
+    labels: np.ndarray
+    dates: np.ndarray
+    dropped_null_labels: int
+    dropped_null_dates: int
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Log one line per epoch: loss, accuracy, validation loss and accuracy, seconds."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        log.info(
+            "Epoch %s/%s: loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f, %.1f s",
+            epoch + 1,
+            self.params.get("epochs"),
+            logs.get("loss", float("nan")),
+            logs.get("accuracy", float("nan")),
+            logs.get("val_loss", float("nan")),
+            logs.get("val_accuracy", float("nan")),
+            time.monotonic() - self._started,
+        )
+
+
+def read_labelled_examples(examples: pa.Table, *, text_column: str, label_column: str, date_column: str) -> LabelledExamples:
+    """Check the columns of ``examples`` and return the rows that have a label and a date.
+
+    NULL texts become empty strings; labels become strings; rows with a NULL label or date are
+    dropped and counted.
+
+    :param examples: the examples table.
+    :param text_column: STRING column with the text.
+    :param label_column: STRING or integer column with the class.
+    :param date_column: DATE column used for the time split.
+    """
+    for argument, column in (("text_column", text_column), ("label_column", label_column), ("date_column", date_column)):
+        validate_column(column, what=argument)
+        if column not in examples.column_names:
+            raise ValueError(
+                f"The examples have no column {column!r} (`{argument}`); they have {', '.join(examples.column_names)}. "
+                f"Pass the right name as `{argument}`."
+            )
+
+    text_type = examples.schema.field(text_column).type
+    if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
+        raise ValueError(f"Text column {text_column!r} must be STRING, but it is {text_type}. Cast it to STRING in the examples query.")
+    label_type = examples.schema.field(label_column).type
+    if not (pa.types.is_string(label_type) or pa.types.is_large_string(label_type) or pa.types.is_integer(label_type)):
+        raise ValueError(
+            f"Label column {label_column!r} must be STRING or an integer type, but it is {label_type}. "
+            "Cast it in the examples query."
+        )
+    date_type = examples.schema.field(date_column).type
+    if not (pa.types.is_date(date_type) or pa.types.is_timestamp(date_type)):
+        raise ValueError(f"Date column {date_column!r} must be DATE, but it is {date_type}. Cast it to DATE in the examples query.")
+
+    labels = examples.column(label_column)
+    dates = examples.column(date_column)
+    if pa.types.is_timestamp(date_type):
+        dates = pc.cast(dates, pa.date32())
+    has_label = pc.is_valid(labels)
+    has_date = pc.is_valid(dates)
+    keep = pc.and_(has_label, has_date)
+    dropped_null_labels = len(examples) - pc.sum(has_label).as_py() if len(examples) else 0
+    dropped_null_dates = pc.sum(pc.and_(has_label, pc.invert(has_date))).as_py() if len(examples) else 0
+
+    texts = pc.fill_null(pc.filter(examples.column(text_column), keep), "")
+    label_strings = pc.cast(pc.filter(labels, keep), pa.string())
+    return LabelledExamples(
+        texts=np.asarray(texts.to_pylist(), dtype=object),
+        labels=np.asarray(label_strings.to_pylist(), dtype=object),
+        dates=pc.filter(dates, keep).to_numpy(zero_copy_only=False).astype("datetime64[D]"),
+        dropped_null_labels=int(dropped_null_labels),
+        dropped_null_dates=int(dropped_null_dates or 0),
+    )
+
+
+def validation_start_day(dates: np.ndarray, validation_fraction: float) -> np.datetime64:
+    """Return the first day of the validation slice: the latest whole days holding ``validation_fraction`` of the examples.
+
+    The slice has at least one day, and the training side keeps at least one day.
+
+    :param dates: ``datetime64[D]`` dates of the examples.
+    :param validation_fraction: share of examples to hold out, in (0, 1).
+    """
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(f"`validation_fraction` must be in (0, 1). Received: validation_fraction={validation_fraction!r}")
+    days, counts = np.unique(dates, return_counts=True)
+    if len(days) < 2:
+        raise ValueError(
+            f"The examples span {len(days)} day(s); the time split needs at least 2 days so the most recent "
+            "day can be held out for validation. Add examples from earlier days."
+        )
+    wanted = validation_fraction * counts.sum()
+    held_out = 0
+    start = len(days) - 1
+    # Walk back from the latest day until the held-out days reach the wanted share.
+    while start > 1 and held_out + counts[start] < wanted:
+        held_out += counts[start]
+        start -= 1
+    return days[start]
+
+
+@dataclass
+class TrainingResult:
+    """A trained end-to-end model with its class order and metrics, before export.
+
+    :param model: the end-to-end model, strings in and class probabilities out.
+    :param classes: class names in the order of the probabilities.
+    :param metrics: the metrics known before export; :func:`write_model_version` adds the rest.
+    """
+
+    model: keras.Model
+    classes: list[str]
+    metrics: dict
+
+
+def train_and_export(
+    examples: pa.Table,
+    output_dir: str | Path,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    date_column: str = "example_date",
+    input_name: str = "text",
+    max_epochs: int = DEFAULT_MAX_EPOCHS,
+    seed: int = DEFAULT_SEED,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    class_weighting: str = "none",
+    settings: ModelSettings | None = None,
+    trained_before: dt.date | str | None = None,
+) -> dict:
+    """Train the classifier on ``examples``, export it to ``output_dir/saved_model`` and write ``output_dir/metrics.json``.
+
+    :param examples: table with a text, a label and a date column.
+    :param output_dir: version folder, a local path or a ``gs://`` URI.
+    :param text_column: STRING column with the text; NULL counts as an empty string.
+    :param label_column: STRING or integer column with the class; rows with NULL are dropped and counted.
+    :param date_column: DATE column; the most recent days form the validation slice.
+    :param input_name: name of the SavedModel's string input, a valid BigQuery column name.
+    :param max_epochs: most epochs; early stopping on validation loss usually ends sooner.
+    :param seed: seed of every random choice (weights, shuffling, dropout).
+    :param batch_size: examples per training step.
+    :param learning_rate: Adam learning rate.
+    :param validation_fraction: share of examples, as whole most-recent days, held out for validation.
+    :param class_weighting: ``none`` weights every example alike; ``balanced`` weights classes
+        inversely to their frequency, which favours class-balanced accuracy over natural accuracy.
+    :param settings: model sizes; the defaults of :class:`ModelSettings` when None.
+    :param trained_before: the day the model is trained for (``YYYY-MM-DD``); defaults to the day
+        after the latest example.
+    :return: the metrics written to ``metrics.json``.
+    """
+    validate_column(input_name, what="input name")
+    result = train_model(
+        examples,
+        text_column=text_column,
+        label_column=label_column,
+        date_column=date_column,
+        max_epochs=max_epochs,
+        seed=seed,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        validation_fraction=validation_fraction,
+        class_weighting=class_weighting,
+        settings=settings,
+        trained_before=trained_before,
+    )
+    return write_model_version(result, output_dir, input_name=input_name)
+
+
+def train_model(
+    examples: pa.Table,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    date_column: str = "example_date",
+    max_epochs: int = DEFAULT_MAX_EPOCHS,
+    seed: int = DEFAULT_SEED,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    class_weighting: str = "none",
+    settings: ModelSettings | None = None,
+    trained_before: dt.date | str | None = None,
+) -> TrainingResult:
+    """Split ``examples`` by date, fit the classifier and evaluate it on the validation slice.
+
+    The arguments are those of :func:`train_and_export`.
+    """
+    if not isinstance(max_epochs, int) or max_epochs < 1:
+        raise ValueError(f"`max_epochs` must be a positive integer. Received: max_epochs={max_epochs!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
+    if class_weighting not in CLASS_WEIGHTINGS:
+        raise ValueError(f"`class_weighting` must be one of {', '.join(CLASS_WEIGHTINGS)}. Received: class_weighting={class_weighting!r}")
+    settings = settings or ModelSettings()
+    started = time.monotonic()
+    keras.utils.set_random_seed(seed)
+
+    # Check and split everything before any training starts.
+    data = read_labelled_examples(examples, text_column=text_column, label_column=label_column, date_column=date_column)
+    classes = sorted(set(data.labels.tolist()))
+    _check_counts(data, classes, label_column)
+    first_validation_day = validation_start_day(data.dates, validation_fraction)
+    is_validation = data.dates >= first_validation_day
+    train_texts, train_labels = data.texts[~is_validation], data.labels[~is_validation]
+    validation_texts, validation_labels = data.texts[is_validation], data.labels[is_validation]
+    _check_split(train_labels, validation_labels, classes, label_column)
+    class_index = {name: index for index, name in enumerate(classes)}
+    train_y = np.array([class_index[name] for name in train_labels], dtype=np.int32)
+    validation_y = np.array([class_index[name] for name in validation_labels], dtype=np.int32)
+    log.info(
+        "Training on %s examples before %s and validating on %s examples from %s on; classes %s",
+        len(train_y), first_validation_day, len(validation_y), first_validation_day, classes,
+    )
+
+    # The vocabulary comes from the training slice only, so validation texts meet unknown tokens
+    # as new texts will.
+    truncate = TruncateAndLower(settings.max_chars)
+    vectorizer = build_vectorizer(settings)
+    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(train_texts.astype(str)).batch(TOKENIZE_BATCH_ROWS).map(truncate))
+    log.info("Vocabulary: %s tokens", vectorizer.vocabulary_size())
+    train_ids = _tokenize(train_texts, truncate, vectorizer)
+    validation_ids = _tokenize(validation_texts, truncate, vectorizer)
+
+    classifier = build_classifier(settings, len(classes), vocabulary_size=vectorizer.vocabulary_size())
+    classifier.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=EARLY_STOPPING_PATIENCE, restore_best_weights=True)
+    history = classifier.fit(
+        train_ids,
+        train_y,
+        validation_data=(validation_ids, validation_y),
+        epochs=max_epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        class_weight=_class_weights(train_y, len(classes)) if class_weighting == "balanced" else None,
+        callbacks=[early_stopping, EpochLogger()],
+        verbose=0,
+    )
+    epochs_run = len(history.history["loss"])
+
+    validation_predicted = np.argmax(classifier.predict(validation_ids, batch_size=4096, verbose=0), axis=1)
+    evaluation = evaluate_predictions(validation_y, validation_predicted, classes)
+    metrics = {
+        "classes": classes,
+        **evaluation,
+        "balanced_accuracy_method": BALANCED_ACCURACY_METHOD,
+        "example_counts": {
+            "train": int(len(train_y)),
+            "validation": int(len(validation_y)),
+            "dropped_null_labels": data.dropped_null_labels,
+            "dropped_null_dates": data.dropped_null_dates,
+        },
+        "train_class_counts": {name: int(np.sum(train_y == index)) for index, name in enumerate(classes)},
+        "validation_class_counts": {name: int(np.sum(validation_y == index)) for index, name in enumerate(classes)},
+        "validation_start_date": str(first_validation_day),
+        "latest_example_date": str(data.dates.max()),
+        "trained_before": _trained_before(trained_before, data.dates.max()),
+        "training_seconds": round(time.monotonic() - started, 1),
+        "epochs_run": epochs_run,
+        "max_epochs": max_epochs,
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "seed": seed,
+        "class_weighting": class_weighting,
+        "vocabulary_size": int(vectorizer.vocabulary_size()),
+        "model_settings": asdict(settings),
+        "text_column": text_column,
+        "label_column": label_column,
+        "date_column": date_column,
+    }
+    return TrainingResult(model=build_end_to_end_model(vectorizer, classifier, settings), classes=classes, metrics=metrics)
+
+
+def write_model_version(result: TrainingResult, output_dir: str | Path, *, input_name: str = "text") -> dict:
+    """Export ``result.model`` to ``output_dir/saved_model``, write ``output_dir/metrics.json`` and return the metrics.
+
+    :param result: the output of :func:`train_model`.
+    :param output_dir: version folder, a local path or a ``gs://`` URI.
+    :param input_name: name of the SavedModel's string input, a valid BigQuery column name.
+    """
+    output_dir = str(output_dir)
+    saved_model_dir = _join(output_dir, SAVED_MODEL_DIR)
+    export_saved_model(result.model, result.classes, saved_model_dir, input_name=input_name)
+
+    metrics = {
+        **result.metrics,
+        "model_bytes": directory_bytes(saved_model_dir),
+        "input_name": input_name,
+        "output_names": list(OUTPUT_NAMES),
+    }
+    metrics_path = _join(output_dir, METRICS_FILE)
+    with tf.io.gfile.GFile(metrics_path, "w") as handle:
+        handle.write(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    log.info(
+        "Wrote %s: accuracy %.4f, balanced accuracy %.4f, %s epochs, %.1f s of training, model %s bytes",
+        metrics_path, metrics["accuracy"], metrics["balanced_accuracy"], metrics["epochs_run"],
+        metrics["training_seconds"], metrics["model_bytes"],
+    )
+    return metrics
+
+
+def evaluate_predictions(true_ids: np.ndarray, predicted_ids: np.ndarray, classes: Sequence[str]) -> dict:
+    """Return accuracy, class-balanced accuracy and per-class precision and recall.
+
+    Class-balanced accuracy is the mean recall over the classes present in ``true_ids``. A
+    class never predicted has precision 0.0; a class absent from ``true_ids`` has recall None.
+
+    :param true_ids: true class indices.
+    :param predicted_ids: predicted class indices.
+    :param classes: class names, indexed like the ids.
+    """
+    per_class = {}
+    recalls = []
+    for index, name in enumerate(classes):
+        actual = true_ids == index
+        predicted = predicted_ids == index
+        hits = int(np.sum(actual & predicted))
+        recall = hits / int(actual.sum()) if actual.any() else None
+        if recall is not None:
+            recalls.append(recall)
+        per_class[name] = {
+            "precision": hits / int(predicted.sum()) if predicted.any() else 0.0,
+            "recall": recall,
+            "support": int(actual.sum()),
+        }
+    return {
+        "accuracy": float(np.mean(true_ids == predicted_ids)) if len(true_ids) else 0.0,
+        "balanced_accuracy": float(np.mean(recalls)) if recalls else 0.0,
+        "per_class": per_class,
+    }
+
+
+def directory_bytes(path: str) -> int:
+    """Return the total size in bytes of the files under ``path``, local or ``gs://``.
+
+    :param path: a folder.
+    """
+    total = 0
+    for folder, _, files in tf.io.gfile.walk(path):
+        for name in files:
+            total += tf.io.gfile.stat(_join(folder, name)).length
+    return total
+
+
+def _tokenize(texts: np.ndarray, truncate: TruncateAndLower, vectorizer: keras.layers.TextVectorization) -> np.ndarray:
+    # Token ids are computed once and reused by every epoch; int32 halves the memory of int64.
+    dataset = tf.data.Dataset.from_tensor_slices(texts.astype(str)).batch(TOKENIZE_BATCH_ROWS)
+    dataset = dataset.map(lambda batch: vectorizer(truncate(batch)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return np.concatenate([batch.numpy().astype(np.int32) for batch in dataset], axis=0)
+
+
+def _check_counts(data: LabelledExamples, classes: list[str], label_column: str) -> None:
+    if len(classes) < 2:
+        raise ValueError(
+            f"Label column {label_column!r} has {len(classes)} class(es) {classes} among {len(data.labels)} labelled "
+            f"examples ({data.dropped_null_labels} dropped with NULL label); training needs at least 2 classes. "
+            "Widen the examples' date range or check the labelling query."
+        )
+    if len(data.labels) < MIN_EXAMPLES:
+        raise ValueError(
+            f"Only {len(data.labels)} labelled examples ({data.dropped_null_labels} dropped with NULL label, "
+            f"{data.dropped_null_dates} with NULL date); training needs at least {MIN_EXAMPLES}. "
+            "Widen the examples' date range."
+        )
+
+
+def _check_split(train_labels: np.ndarray, validation_labels: np.ndarray, classes: list[str], label_column: str) -> None:
+    if len(train_labels) < MIN_SPLIT_EXAMPLES or len(validation_labels) < MIN_SPLIT_EXAMPLES:
+        raise ValueError(
+            f"The time split left {len(train_labels)} training and {len(validation_labels)} validation examples; "
+            f"each side needs at least {MIN_SPLIT_EXAMPLES}. Add examples from more days."
+        )
+    missing = sorted(set(classes) - set(train_labels.tolist()))
+    if missing:
+        raise ValueError(
+            f"Classes {missing} of label column {label_column!r} occur only in the most recent days held out for "
+            "validation, so the model cannot learn them. Add older examples of those classes or drop them."
+        )
+
+
+def _class_weights(train_y: np.ndarray, num_classes: int) -> dict[int, float]:
+    counts = np.bincount(train_y, minlength=num_classes)
+    return {index: float(len(train_y) / (num_classes * count)) for index, count in enumerate(counts)}
+
+
+def _trained_before(value: dt.date | str | None, latest: np.datetime64) -> str:
+    if value is None:
+        return str(latest + np.timedelta64(1, "D"))
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except (TypeError, ValueError):
+        raise ValueError(f"`trained_before` must be a date as YYYY-MM-DD. Received: trained_before={value!r}") from None
+
+
+def _join(folder: str, name: str) -> str:
+    return folder.rstrip("/") + "/" + name if "://" in folder else str(Path(folder) / name)

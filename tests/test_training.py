@@ -1,0 +1,265 @@
+"""Tests of training, export and ``metrics.json`` in :mod:`textclf.training`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from textclf.training.export import OUTPUT_NAMES, predict_in_memory  # noqa: E402
+from textclf.training.model import ModelSettings  # noqa: E402
+from textclf.training.train import (  # noqa: E402
+    read_labelled_examples,
+    train_and_export,
+    train_model,
+    validation_start_day,
+    write_model_version,
+)
+
+SEED = 1234
+TINY_SETTINGS = ModelSettings(max_tokens=400, max_chars=60, sequence_length=80, embedding_dim=8, hidden_units=0, dropout=0.0)
+FIRST_DAY = dt.date(2014, 1, 1)
+DAYS = 10
+
+# The i-th class of an examples table gets the i-th word list, so a tiny model separates the
+# classes in a few epochs.
+CLASS_WORDS = {
+    "neg": ["최악", "별로", "지루", "bad", "awful"],
+    "pos": ["최고", "감동", "재밌", "great", "good"],
+    "mid": ["보통", "그냥", "무난", "okay", "fine"],
+}
+ROUND_TRIP_TEXTS = [
+    "정말 최고의 영화 감동",
+    "This movie was awful and boring",
+    "😀👍🎬 최고!!",
+    "",
+    "   ",
+    "가나다라마바사" * 143 + "x",
+    "mixed 한국어 and English 123",
+]
+
+
+def make_examples(class_names: list, rows: int = 300, *, seed: int = SEED) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    word_lists = list(CLASS_WORDS.values())
+    texts, labels, dates = [], [], []
+    for row in range(rows):
+        index = row % len(class_names)
+        words = rng.choice(word_lists[index], size=3).tolist() + ["영화", "movie"]
+        texts.append(" ".join(rng.permutation(words)))
+        labels.append(class_names[index])
+        dates.append(FIRST_DAY + dt.timedelta(days=row * DAYS // rows))
+    label_type = pa.int64() if isinstance(class_names[0], int) else pa.string()
+    return pa.table(
+        {
+            "text": pa.array(texts, pa.string()),
+            "label": pa.array(labels, label_type),
+            "example_date": pa.array(dates, pa.date32()),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def two_class_version(tmp_path_factory):
+    # Integer labels, plus rows with a NULL text and a NULL label.
+    examples = make_examples([0, 1])
+    extra = pa.table(
+        {
+            "text": pa.array([None, "최고 great", "label missing"], pa.string()),
+            "label": pa.array([0, None, None], pa.int64()),
+            "example_date": pa.array([FIRST_DAY] * 3, pa.date32()),
+        }
+    )
+    examples = pa.concat_tables([examples, extra])
+    result = train_model(examples, max_epochs=3, seed=SEED, settings=TINY_SETTINGS, batch_size=32)
+    output_dir = tmp_path_factory.mktemp("two_class")
+    metrics = write_model_version(result, output_dir)
+    return result, output_dir, metrics
+
+
+@pytest.fixture(scope="module")
+def three_class_version(tmp_path_factory):
+    examples = make_examples(["neg", "pos", "mid"], rows=360)
+    result = train_model(examples, max_epochs=3, seed=SEED, settings=TINY_SETTINGS, batch_size=32)
+    output_dir = tmp_path_factory.mktemp("three_class")
+    metrics = write_model_version(result, output_dir, input_name="review_text")
+    return result, output_dir, metrics
+
+
+def predict_in_fresh_process(saved_model_dir, input_name: str, batches: list[list[str]]) -> list[dict]:
+    script = r"""
+import json, sys
+import tensorflow as tf
+request = json.loads(sys.stdin.read())
+serve = tf.saved_model.load(request["path"]).signatures["serving_default"]
+replies = []
+for texts in request["batches"]:
+    outputs = serve(**{request["input_name"]: tf.constant(texts, dtype=tf.string)})
+    replies.append({
+        "predicted_label": [label.decode() for label in outputs["predicted_label"].numpy()],
+        "predicted_probability": outputs["predicted_probability"].numpy().tolist(),
+        "class_probabilities": outputs["class_probabilities"].numpy().tolist(),
+    })
+print(json.dumps(replies))
+"""
+    request = {"path": str(saved_model_dir), "input_name": input_name, "batches": batches}
+    completed = subprocess.run(
+        [sys.executable, "-c", script], input=json.dumps(request), capture_output=True, text=True, timeout=120, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("version", ["two_class_version", "three_class_version"])
+def test_round_trip_in_fresh_process(version, request):
+    result, output_dir, metrics = request.getfixturevalue(version)
+    batches = [[ROUND_TRIP_TEXTS[0]], ROUND_TRIP_TEXTS]
+
+    replies = predict_in_fresh_process(output_dir / "saved_model", metrics["input_name"], batches)
+
+    for texts, reply in zip(batches, replies):
+        expected = predict_in_memory(result.model, result.classes, texts)
+        loaded_probabilities = np.array(reply["class_probabilities"], dtype=np.float32)
+        assert loaded_probabilities.shape == (len(texts), len(result.classes))
+        assert np.max(np.abs(loaded_probabilities - expected["class_probabilities"])) <= 1e-6
+        assert np.max(np.abs(np.array(reply["predicted_probability"], dtype=np.float32) - expected["predicted_probability"])) <= 1e-6
+        assert reply["predicted_label"] == [label.decode() for label in expected["predicted_label"]]
+        assert np.all(np.isfinite(loaded_probabilities))
+
+
+def test_signature_names_and_dtypes(three_class_version):
+    _, output_dir, _ = three_class_version
+
+    serve = tf.saved_model.load(str(output_dir / "saved_model")).signatures["serving_default"]
+    args, kwargs = serve.structured_input_signature
+    outputs = serve.structured_outputs
+
+    assert args == ()
+    assert list(kwargs) == ["review_text"]
+    assert kwargs["review_text"].dtype == tf.string
+    assert kwargs["review_text"].shape.as_list() == [None]
+    assert sorted(outputs) == sorted(OUTPUT_NAMES)
+    assert outputs["predicted_label"].dtype == tf.string
+    assert outputs["predicted_label"].shape.as_list() == [None]
+    assert outputs["predicted_probability"].dtype == tf.float32
+    assert outputs["predicted_probability"].shape.as_list() == [None]
+    assert outputs["class_probabilities"].dtype == tf.float32
+    assert outputs["class_probabilities"].shape.as_list() == [None, 3]
+
+
+def test_model_learns_synthetic_classes(three_class_version):
+    result, _, metrics = three_class_version
+
+    predicted = predict_in_memory(result.model, result.classes, ["최악 별로 bad", "최고 감동 great", "보통 그냥 okay"])
+
+    assert [label.decode() for label in predicted["predicted_label"]] == ["neg", "pos", "mid"]
+    assert metrics["accuracy"] >= 0.9
+
+
+def test_metrics_json_two_classes(two_class_version):
+    _, output_dir, returned = two_class_version
+
+    metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
+
+    assert metrics == returned
+    assert metrics["classes"] == ["0", "1"]
+    assert metrics["example_counts"]["dropped_null_labels"] == 2
+    assert metrics["example_counts"]["dropped_null_dates"] == 0
+    assert metrics["example_counts"]["train"] + metrics["example_counts"]["validation"] == 301
+    # 10% of 301 is 30.1 rows, more than the last day's 30, so the last two days are held out.
+    assert metrics["example_counts"]["validation"] == 60
+    assert metrics["validation_start_date"] == "2014-01-09"
+    assert metrics["latest_example_date"] == "2014-01-10"
+    assert metrics["trained_before"] == "2014-01-11"
+    assert metrics["input_name"] == "text"
+    assert metrics["output_names"] == ["predicted_label", "predicted_probability", "class_probabilities"]
+    assert metrics["tensorflow_version"] == tf.__version__
+    assert 1 <= metrics["epochs_run"] <= 3
+    assert metrics["training_seconds"] > 0
+    saved_model_bytes = sum(path.stat().st_size for path in (output_dir / "saved_model").rglob("*") if path.is_file())
+    assert metrics["model_bytes"] == saved_model_bytes
+
+
+def test_metrics_json_three_classes(three_class_version):
+    _, output_dir, metrics = three_class_version
+
+    assert metrics["classes"] == ["mid", "neg", "pos"]
+    assert sorted(metrics["per_class"]) == ["mid", "neg", "pos"]
+    for figures in metrics["per_class"].values():
+        assert set(figures) == {"precision", "recall", "support"}
+        assert 0.0 <= figures["precision"] <= 1.0
+    recalls = [figures["recall"] for figures in metrics["per_class"].values()]
+    assert metrics["balanced_accuracy"] == pytest.approx(sum(recalls) / 3)
+    assert metrics["balanced_accuracy_method"] == "mean of the per-class recalls on the validation slice"
+    assert metrics["input_name"] == "review_text"
+    assert sum(metrics["validation_class_counts"].values()) == metrics["example_counts"]["validation"]
+
+
+def test_train_and_export_writes_version(tmp_path):
+    examples = make_examples(["a", "b"], rows=120)
+
+    metrics = train_and_export(examples, tmp_path, max_epochs=1, settings=TINY_SETTINGS, trained_before="2014-02-01")
+
+    assert (tmp_path / "saved_model" / "saved_model.pb").is_file()
+    assert (tmp_path / "metrics.json").is_file()
+    assert metrics["trained_before"] == "2014-02-01"
+    assert metrics["epochs_run"] == 1
+
+
+def test_one_class_is_rejected():
+    examples = make_examples(["only"], rows=60)
+
+    with pytest.raises(ValueError, match=r"has 1 class\(es\) \['only'\] among 60 labelled examples"):
+        train_model(examples, settings=TINY_SETTINGS)
+
+
+def test_too_few_examples_are_rejected():
+    examples = make_examples(["a", "b"], rows=10)
+
+    with pytest.raises(ValueError, match="Only 10 labelled examples"):
+        train_model(examples, settings=TINY_SETTINGS)
+
+
+def test_missing_column_is_rejected():
+    examples = make_examples(["a", "b"], rows=40)
+
+    with pytest.raises(ValueError, match="no column 'review_date'"):
+        train_model(examples, date_column="review_date", settings=TINY_SETTINGS)
+
+
+def test_single_day_is_rejected():
+    examples = make_examples(["a", "b"], rows=40).set_column(2, "example_date", pa.array([FIRST_DAY] * 40, pa.date32()))
+
+    with pytest.raises(ValueError, match="span 1 day"):
+        train_model(examples, settings=TINY_SETTINGS)
+
+
+def test_null_text_becomes_empty_string():
+    examples = pa.table(
+        {
+            "text": pa.array([None, "a"], pa.string()),
+            "label": pa.array(["x", None], pa.string()),
+            "example_date": pa.array([FIRST_DAY, FIRST_DAY], pa.date32()),
+        }
+    )
+
+    data = read_labelled_examples(examples, text_column="text", label_column="label", date_column="example_date")
+
+    assert data.texts.tolist() == [""]
+    assert data.labels.tolist() == ["x"]
+    assert data.dropped_null_labels == 1
+
+
+def test_validation_takes_latest_whole_days():
+    dates = np.array(["2014-01-01"] * 50 + ["2014-01-02"] * 40 + ["2014-01-03"] * 6 + ["2014-01-04"] * 4, dtype="datetime64[D]")
+
+    assert validation_start_day(dates, 0.1) == np.datetime64("2014-01-03")
+    assert validation_start_day(dates, 0.04) == np.datetime64("2014-01-04")
+    assert validation_start_day(dates, 0.99) == np.datetime64("2014-01-02")
