@@ -88,7 +88,7 @@ def read_file(
     Rows of malformed lines are left out of the table and listed in the returned ``BadLines``.
 
     :param path: the file to read.
-    :param partition_column: the column that holds each row's day.
+    :param partition_column: the column that contains each row's day.
     :param file_format: ``parquet``, ``csv``, ``tsv`` or ``jsonl``; guessed from the extension if None.
     """
     path = Path(path)
@@ -284,7 +284,7 @@ def _parse_partition_dates(
     elif pa.types.is_date64(column.type) or pa.types.is_timestamp(column.type):
         dates = column.cast(pa.date32())
     elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        # Each distinct value is parsed once; a file holds few distinct days.
+        # Each distinct value is parsed once, because a file contains few distinct days.
         parsed = {}
         for value in pc.unique(column).to_pylist():
             try:

@@ -177,7 +177,7 @@ class EmbeddedWarehouse(Warehouse):
                 ).fetchall()[0][0]
 
                 # Rows of other days are still in the table, so the inserted rows are the day's rows
-                # only if the day now holds exactly as many rows as were inserted.
+                # only if the day now contains exactly as many rows as were inserted.
                 in_partition = connection.execute(
                     f"SELECT count(*) FROM {target} WHERE {column} = $partition_date", {"partition_date": partition_date}
                 ).fetchall()[0][0]
@@ -346,7 +346,7 @@ class EmbeddedWarehouse(Warehouse):
                     if time.monotonic() >= deadline:
                         raise WarehouseError(
                             f"Timed out after {self.lock_timeout_seconds:.0f} s waiting for the lock file "
-                            f"{self.lock_path} of database {self.database_path}: another process holds it. Wait for "
+                            f"{self.lock_path} of database {self.database_path}: another process has it locked. Wait for "
                             f"that task to finish, or raise `lock_timeout_seconds`."
                         ) from None
                     time.sleep(0.05)

@@ -353,7 +353,7 @@ def _predict_batch(model_name: str, loaded: LoadedModel, batch: pa.RecordBatch) 
 
 def _to_tensor(tf: Any, column: pa.Array, tensor: TensorInfo) -> Any:
     if len(tensor.shape) > 1:
-        # A list column feeds a [None, k] input: every list must hold exactly k values.
+        # A list column feeds a [None, k] input, so every list must contain exactly k values.
         width = tensor.shape[1]
         values = pc.fill_null(column.flatten(), 0).to_numpy(zero_copy_only=False)
         return tf.constant(values.reshape(len(column), width if width is not None else -1), dtype=tensor.dtype)
