@@ -199,7 +199,7 @@ def generate_texts(rows: int, min_chars: int, max_chars: int, *, seed: int = TEX
         length = rng.randint(min_chars, max_chars)
         pieces: list[str] = []
         size = 0
-        while size < length:
+        while size <= length:
             # Half the pieces are random Hangul syllables, so the vocabulary misses many tokens.
             if rng.random() < 0.5:
                 piece = "".join(chr(rng.randint(0xAC00, 0xD7A3)) for _ in range(rng.randint(1, 4)))
