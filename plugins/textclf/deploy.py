@@ -52,7 +52,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def default_source_dir() -> Path:
-    """Return the checkout that holds the imported ``textclf`` package (``<root>/plugins/textclf``)."""
+    """Return the checkout that contains the imported ``textclf`` package (``<root>/plugins/textclf``)."""
     return Path(textclf.__file__).resolve().parents[2]
 
 

@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 # Packages the train command needs beyond TensorFlow, pinned as in requirements.txt where the
 # container's Python 3.10 allows it.
-# NOTE: the set is what google-cloud-bigquery's Arrow reader needs; it is not checked against the
-# contents of each prebuilt container image, where pip skips what is already installed.
+# NOTE: this list covers what the BigQuery Arrow reader needs. It is not checked against each
+# prebuilt container image, and pip skips any package the image already has.
 TRAINING_REQUIREMENTS: tuple[str, ...] = (
     "google-cloud-bigquery==3.47.0",
     "google-cloud-bigquery-storage==2.43.0",
@@ -121,7 +121,7 @@ def build_custom_job_spec(
     :param bigquery_project: project that runs the examples query.
     :param bigquery_location: BigQuery location of the source tables.
     :param output_dir: ``gs://`` folder the job writes ``saved_model/`` and ``metrics.json`` into.
-    :param trained_before: the run's day, ``YYYY-MM-DD``; the model sees only earlier examples.
+    :param trained_before: the run's day, ``YYYY-MM-DD``; the model trains only on earlier examples.
     :param max_epochs: most training epochs.
     :param machine_type: Compute Engine machine type, e.g. ``n1-standard-8``.
     :param container_uri: prebuilt TensorFlow training container that runs the package.
