@@ -33,7 +33,7 @@ SQL_SEARCH_PATH = [str(DAG_FOLDER / "sql"), str(DAG_FOLDER.parent / "sql")]
 
 # Retries with exponential backoff for the tasks that talk to the warehouse.
 WAREHOUSE_RETRIES = {
-    "retries": 3,
+    "retries": CONFIG.task_retries,
     "retry_delay": dt.timedelta(minutes=1),
     "retry_exponential_backoff": True,
     "max_retry_delay": dt.timedelta(minutes=15),
@@ -74,7 +74,7 @@ with DAG(
 ) as dag:
     check_source_data = SourceDataCheckOperator(task_id="check_source_data", config=CONFIG, **WAREHOUSE_RETRIES)
     # Training failures are rarely transient, and a retry costs a full training run.
-    train_model = TrainModelOperator(task_id="train_model", config=CONFIG, retries=1)
+    train_model = TrainModelOperator(task_id="train_model", config=CONFIG, retries=min(CONFIG.task_retries, 1))
     import_model = ImportModelOperator(task_id="import_model", config=CONFIG, **WAREHOUSE_RETRIES)
     predict = PredictOperator(task_id="predict", config=CONFIG, **WAREHOUSE_RETRIES)
     report = ReportOperator(task_id="report", config=CONFIG, **WAREHOUSE_RETRIES)

@@ -10,6 +10,7 @@ from pathlib import Path
 # imports it. Each pytest session gets fresh, throw-away folders.
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="textclf-tests-"))
 os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parents[1] / "dags")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["TEXTCLF_HOME"] = str(_SESSION_DIR / "textclf")

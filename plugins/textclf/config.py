@@ -56,6 +56,7 @@ class PipelineConfig:
     :param model_prefix: prefix of the per-day BigQuery ML model names, e.g. ``textclf_model_20141201``.
     :param store_uri: model store root: a local folder or a ``gs://bucket/prefix`` URI.
     :param warehouse_conn_id: Airflow connection that picks the backend (``duckdb`` or ``google_cloud_platform``).
+    :param impersonation_chain: service account (or chain of them) that BigQuery jobs impersonate.
     :param location: BigQuery location of the datasets; the bucket must be in the same location.
     :param timezone: IANA timezone in which a day starts and ends.
     :param start_date: first day the schedule covers, ``YYYY-MM-DD``.
@@ -66,6 +67,8 @@ class PipelineConfig:
     :param null_text_policy: ``predict`` scores NULL text as an empty string; ``exclude`` leaves those rows
         out of the predictions and counts them in the report.
     :param low_confidence_threshold: predictions whose probability is below this count as low confidence.
+    :param task_retries: retries of the tasks that talk to the warehouse, with exponential backoff
+        from one minute; the train task retries at most once.
     :param training_backend: ``local`` trains in a subprocess of the worker; ``vertex`` submits a Vertex AI
         custom job.
     :param max_epochs: most training epochs; early stopping usually ends sooner.
@@ -91,6 +94,7 @@ class PipelineConfig:
     store_uri: str = ""
     warehouse_conn_id: str = DEFAULT_WAREHOUSE_CONN_ID
     gcp_conn_id: str = "google_cloud_default"
+    impersonation_chain: tuple[str, ...] = ()
     location: str = "US"
     timezone: str = "Asia/Seoul"
     start_date: str = "2026-01-01"
@@ -100,6 +104,7 @@ class PipelineConfig:
     skip_empty_days: bool = True
     null_text_policy: str = "predict"
     low_confidence_threshold: float = 0.6
+    task_retries: int = 3
     training_backend: str = "local"
     max_epochs: int = 8
     vertex_region: str = "us-central1"
@@ -127,6 +132,8 @@ class PipelineConfig:
             raise ValueError(f"`null_text_policy` must be one of {NULL_TEXT_POLICIES}, got {self.null_text_policy!r}.")
         if self.training_backend not in TRAINING_BACKENDS:
             raise ValueError(f"`training_backend` must be one of {TRAINING_BACKENDS}, got {self.training_backend!r}.")
+        if self.task_retries < 0:
+            raise ValueError(f"`task_retries` must be 0 or more, got {self.task_retries!r}.")
         if not 0.0 <= self.max_blank_text_share <= 1.0:
             raise ValueError(f"`max_blank_text_share` must be between 0 and 1, got {self.max_blank_text_share!r}.")
         if not 0.0 <= self.low_confidence_threshold <= 1.0:
@@ -174,8 +181,11 @@ class PipelineConfig:
         if unknown:
             raise ValueError(f"Unknown configuration keys {unknown}; valid keys are {sorted(known)}.")
         values = dict(values)
-        if "id_columns" in values:
-            values["id_columns"] = tuple(values["id_columns"])
+        for key in ("id_columns", "impersonation_chain"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
+            elif isinstance(values.get(key), str) and key == "impersonation_chain":
+                values[key] = (values[key],)
         return cls(**values)
 
 

@@ -103,7 +103,7 @@ class LocalModelStore(ModelStore):
 
     def publish(self, local_version_dir: Path, version: str) -> str:
         validate_version(version)
-        _require_version_files(Path(local_version_dir))
+        require_version_files(Path(local_version_dir))
         self._models.mkdir(parents=True, exist_ok=True)
 
         # Copy into a hidden folder beside the target, mark it complete, then swap it in with
@@ -160,7 +160,8 @@ class LocalModelStore(ModelStore):
         return str(target)
 
 
-def _require_version_files(local_version_dir: Path) -> None:
+def require_version_files(local_version_dir: Path) -> None:
+    """Raise ``ModelStoreError`` unless a local version folder has its SavedModel and metrics."""
     saved_model = local_version_dir / SAVED_MODEL_DIR / "saved_model.pb"
     metrics = local_version_dir / METRICS_FILE
     for required in (saved_model, metrics):

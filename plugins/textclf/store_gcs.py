@@ -19,7 +19,7 @@ from textclf.store import (
     SAVED_MODEL_DIR,
     ModelStore,
     ModelStoreError,
-    _require_version_files,
+    require_version_files,
     validate_version,
 )
 
@@ -122,7 +122,7 @@ class GCSModelStore(ModelStore):
     def publish(self, local_version_dir: Path, version: str) -> str:
         validate_version(version)
         local_version_dir = Path(local_version_dir)
-        _require_version_files(local_version_dir)
+        require_version_files(local_version_dir)
         version_name = self._version_name(version)
         bucket = self.client.bucket(self.bucket_name)
 

@@ -71,4 +71,5 @@ class WarehouseOperator(BaseOperator):
             project=self.config.project,
             location=self.config.location,
             labels={"dag_id": self.dag_id, "task_id": self.task_id},
+            impersonation_chain=self.config.impersonation_chain,
         )

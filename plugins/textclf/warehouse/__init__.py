@@ -9,7 +9,7 @@ so a laptop runs the pipeline with no set-up.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from textclf.config import DEFAULT_WAREHOUSE_CONN_ID, textclf_home
@@ -39,6 +39,7 @@ def get_warehouse(
     project: str | None = None,
     location: str | None = None,
     labels: Mapping[str, str] | None = None,
+    impersonation_chain: Sequence[str] | None = None,
 ) -> Warehouse:
     """Return the warehouse that the Airflow connection ``conn_id`` selects.
 
@@ -46,6 +47,7 @@ def get_warehouse(
     :param project: default Google Cloud project for BigQuery jobs.
     :param location: BigQuery location of the jobs.
     :param labels: BigQuery job labels, e.g. the DAG and task ids.
+    :param impersonation_chain: service accounts that BigQuery jobs impersonate, in order.
     """
     connection = _find_connection(conn_id)
     if connection is None:
@@ -66,7 +68,13 @@ def get_warehouse(
         from textclf.warehouse.bigquery import BigQueryWarehouse
 
         log.info("Connection %r selects BigQuery (project %s, location %s)", conn_id, project, location)
-        return BigQueryWarehouse(gcp_conn_id=conn_id, project=project, location=location, labels=labels)
+        return BigQueryWarehouse(
+            gcp_conn_id=conn_id,
+            project=project,
+            location=location,
+            labels=labels,
+            impersonation_chain=list(impersonation_chain) if impersonation_chain else None,
+        )
     raise WarehouseError(
         f"Airflow connection {conn_id!r} has type {connection.conn_type!r}, which selects no warehouse. "
         f"Use type 'duckdb' for the embedded warehouse or 'google_cloud_platform' for BigQuery."

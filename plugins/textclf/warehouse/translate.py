@@ -7,6 +7,7 @@ means:
 * ``@name`` parameters become DuckDB ``$name`` parameters, cast to the BigQuery type of the bound
   Python value, so an ``int`` is an INT64 (BIGINT) as in BigQuery rather than DuckDB's INTEGER.
 * ``DATE_ADD``/``DATE_SUB`` on a DATE stay a DATE: DuckDB's ``date - INTERVAL`` is a TIMESTAMP.
+* ``COUNTIF`` stays an INT64: DuckDB's ``COUNT_IF`` returns a HUGEINT, which Arrow reads as a decimal.
 * ``ARRAY_AGG(x ORDER BY y LIMIT n)`` becomes a list slice, since DuckDB has no LIMIT in aggregates.
 * BigQuery-only table options (``PARTITION BY``, ``CLUSTER BY``, ``OPTIONS``) are dropped: DuckDB has
   no partitions, and the embedded warehouse replaces a day by deleting and inserting its rows.
@@ -91,6 +92,7 @@ def to_duckdb(statement: exp.Expression, parameters: Mapping[str, Any] | None = 
     statement = statement.transform(lambda node: _cast_parameter(node, parameters or {}))
     statement = statement.transform(_keep_date_arithmetic_a_date)
     statement = statement.transform(_slice_limited_array_agg)
+    statement = statement.transform(_count_if_as_int64)
     for node in list(statement.find_all(*_DROPPED_PROPERTIES)):
         if type(node) in _DROPPED_PROPERTIES:
             node.pop()
@@ -144,3 +146,9 @@ def _slice_limited_array_agg(node: exp.Expression) -> exp.Expression:
     aggregate = exp.ArrayAgg(this=node.this.this.copy())
     # DuckDB lists are 1-based and slices include their upper bound: [1:n] keeps the first n elements.
     return exp.Bracket(this=aggregate, expressions=[exp.Slice(this=exp.Literal.number(1), expression=count.copy())])
+
+
+def _count_if_as_int64(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.CountIf) and not isinstance(node.parent, exp.Cast):
+        return exp.cast(node.copy(), exp.DataType.build("BIGINT"))
+    return node
