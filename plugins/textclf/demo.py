@@ -117,7 +117,8 @@ def run_dag(run_day: dt.date) -> dict[str, str]:
 
     logical_date = dt.datetime.combine(run_day, dt.time(), dt.timezone.utc)
     dag_run = dag.test(logical_date=logical_date, run_conf={"run_date": run_day.isoformat()})
-    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    return {task.task_id: states.get(task.task_id, "not run") for task in dag.tasks}
 
 
 def print_summary(
@@ -160,8 +161,10 @@ def print_summary(
         if report["accuracy"] is not None:
             print(f"  accuracy            {100 * report['accuracy']:.1f} % on {report['labelled_rows']} labelled rows")
         print(f"  model version       {report['model_version']}")
-    for row in durations:
-        print(f"  seconds {row['task_id']:<18} {row['duration_seconds']:.1f}")
+    seconds = {row["task_id"]: row["duration_seconds"] for row in durations}
+    for task_id in task_states:
+        if task_id in seconds:
+            print(f"  seconds {task_id:<18} {seconds[task_id]:.1f}")
     print(
         f"  predictions         {config.predictions} (DuckDB: {database}, table "
         f"{config.dataset}.{config.predictions_table}, {config.result_date_column} = '{run_day.isoformat()}')"
