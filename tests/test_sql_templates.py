@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from types import SimpleNamespace
 
 import pytest
 from airflow.sdk import DAG
@@ -16,12 +17,13 @@ from textclf.operators import PredictOperator, ReportOperator, SourceDataCheckOp
 RUN_DAY = dt.date(2014, 12, 1)
 
 
-def _render(operator_class, config=None, params=None, **kwargs):
+def _render(operator_class, config=None, params=None, context=None, **kwargs):
     config = config or PipelineConfig(project="my-project", dataset="analytics")
     with DAG("render_test", schedule=None, template_searchpath=[str(REPOSITORY_DIR / "sql")]):
         operator = operator_class(task_id="step", config=config, **kwargs)
     operator.resolve_template_files()
-    context = {"params": {"run_date": RUN_DAY.isoformat(), **(params or {})}, "data_interval_start": None}
+    if context is None:
+        context = {"params": {"run_date": RUN_DAY.isoformat(), **(params or {})}, "data_interval_start": None}
     operator.render_template_fields(context)
     return operator
 
@@ -135,3 +137,23 @@ def test_values_never_rendered_into_sql():
     for sql in rendered:
         assert "2014-12-01" not in sql
         assert "20141201" not in sql.replace("textclf_model_20141201", "")
+
+
+def test_manual_run_without_logical_date_renders():
+    # A run triggered by hand with no logical date has no data interval and no run_date param.
+    queued = dt.datetime(2014, 12, 1, 18, 0, tzinfo=dt.timezone.utc)  # 2014-12-02 03:00 in Seoul
+    context = {"params": {"run_date": None}, "data_interval_start": None, "dag_run": SimpleNamespace(run_after=queued)}
+
+    sql = _normalise(_render(PredictOperator, context=context).sql)
+
+    assert "MODEL `my-project.analytics.textclf_model_20141201`" in sql
+    assert "WHERE review_date = @run_date" in sql
+
+
+def test_uri_ending_in_json_is_not_a_template(tmp_path):
+    config = PipelineConfig(project="my-project", dataset="analytics", store_uri="gs://bucket/models/config.json")
+
+    operator = _render(PredictOperator, config=config)
+
+    assert operator.config.store_uri == "gs://bucket/models/config.json"
+    assert operator.template_fields == ("sql",)
