@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ from google.api_core.exceptions import NotFound
 
 class FakeReadClient:
     """Stands in for ``BigQueryReadClient``; the row iterators record that it was used."""
+
+    def __init__(self, credentials: Any = None) -> None:
+        self.credentials = credentials
 
 
 class FakeRowIterator:
@@ -58,6 +62,8 @@ class FakeJob:
 
     def result(self, **kwargs: Any) -> FakeRowIterator:
         self.result_kwargs = kwargs
+        if self.client.while_waiting is not None:
+            self.client.while_waiting(self)
         if self.error is not None:
             raise self.error
         return FakeRowIterator(self, self.result_table)
@@ -78,8 +84,10 @@ class FakeTable:
 class FakeBigQueryClient:
     """A BigQuery client that records jobs and table calls instead of sending them.
 
-    Queue Arrow results with :meth:`add_result` and failures with :meth:`add_error`; each job takes
-    the next one in order, and jobs past the queue return an empty table and succeed.
+    Queue Arrow results with :meth:`add_result` and failures with :meth:`add_error`. Each job takes
+    the next one in order, and jobs past the queue return an empty table and succeed. Set
+    ``while_waiting`` to a function of the job to act while a caller waits in ``job.result()``,
+    e.g. to kill the task.
     """
 
     def __init__(self, project: str = "textclf-test", tables: set[str] | None = None) -> None:
@@ -91,6 +99,7 @@ class FakeBigQueryClient:
         self._errors: deque[Exception | None] = deque()
         self._job_numbers = itertools.count(1)
         self.closed = False
+        self.while_waiting: Callable[[FakeJob], None] | None = None
 
     def add_result(self, table: pa.Table) -> None:
         self._results.append(table)
@@ -147,6 +156,30 @@ class FakeBigQueryClient:
 
     def close(self) -> None:
         self.closed = True
+
+
+class FakeBigQueryHook:
+    """Stands in for the provider's ``BigQueryHook``: records its arguments and hands out ``client``.
+
+    ``client_requests`` lists the arguments of every ``get_client`` call.
+    """
+
+    def __init__(self, client: FakeBigQueryClient, credentials: Any = None, **kwargs: Any) -> None:
+        self.client = client
+        self.credentials = credentials
+        self.kwargs = kwargs
+        self.client_requests: list[dict[str, Any]] = []
+
+    @property
+    def project_id(self) -> str:
+        return self.client.project
+
+    def get_client(self, project_id: str | None = None, location: str | None = None) -> FakeBigQueryClient:
+        self.client_requests.append({"project_id": project_id, "location": location})
+        return self.client
+
+    def get_credentials(self) -> Any:
+        return self.credentials
 
 
 # Cloud Storage
@@ -244,6 +277,17 @@ class FakeStorageClient:
         return [FakeBlob(bucket, name) for name in names]
 
 
+class FakeGCSHook:
+    """Stands in for the provider's ``GCSHook``: records its arguments and hands out ``client``."""
+
+    def __init__(self, client: FakeStorageClient, **kwargs: Any) -> None:
+        self.client = client
+        self.kwargs = kwargs
+
+    def get_conn(self) -> FakeStorageClient:
+        return self.client
+
+
 def _glob_to_regex(glob: str) -> re.Pattern[str]:
     # Cloud Storage globs: "*" stays within one path segment, "**" crosses segments.
     parts = [re.escape(part).replace(r"\*", "[^/]*") for part in glob.split("**")]
@@ -252,8 +296,10 @@ def _glob_to_regex(glob: str) -> re.Pattern[str]:
 
 __all__ = [
     "FakeBigQueryClient",
+    "FakeBigQueryHook",
     "FakeBlob",
     "FakeBucket",
+    "FakeGCSHook",
     "FakeJob",
     "FakeReadClient",
     "FakeRowIterator",
