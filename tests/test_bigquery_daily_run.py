@@ -247,10 +247,15 @@ def daily_run(google, dag_module):
     ti = FakeTaskInstance()
     for task_id in TASK_IDS:
         _run_task(dag_module, task_id, ti)
+
+    jobs_by_task: dict[str, list[Any]] = {task_id: [] for task_id in TASK_IDS}
+    for job in google.client.jobs:
+        jobs_by_task[job.job_config.labels["task_id"]].append(job)
     return SimpleNamespace(
         returned=dict(ti.returned),
         ti=ti,
         jobs=list(google.client.jobs),
+        jobs_by_task=jobs_by_task,
         calls=list(google.client.calls),
         storage_operations=list(google.storage.operations),
         bigquery_hooks=list(google.bigquery_hooks),
@@ -299,7 +304,7 @@ MODEL_VERSION_PARAMETER = {"name": "model_version", "parameterType": {"type": "S
 
 
 def _staging_table(daily_run) -> str:
-    load = daily_run.jobs[10]
+    load = daily_run.jobs_by_task["report"][5]
     return load.request["destination_table"]
 
 
@@ -308,44 +313,45 @@ def test_every_job_runs_in_location_and_project(daily_run):
         assert job.location == LOCATION
         assert job.project == PROJECT
         assert job.request["job_id_prefix"] == "textclf_"
-    load = daily_run.jobs[10]
-    assert load.request == {"destination_table": _staging_table(daily_run), "job_id_prefix": "textclf_"}
-    for job in daily_run.jobs[:10] + daily_run.jobs[11:]:
-        assert job.request == {"job_id_prefix": "textclf_"}
+    for job in daily_run.jobs:
+        expected = {"job_id_prefix": "textclf_"}
+        if job.kind == "load":
+            expected["destination_table"] = _staging_table(daily_run)
+        assert job.request == expected
 
 
 def test_client_calls_in_task_order(daily_run):
     staging = _staging_table(daily_run)
-    job_ids = [job.job_id for job in daily_run.jobs]
+    check = [job.job_id for job in daily_run.jobs_by_task["check_source_data"]]
+    (train,) = [job.job_id for job in daily_run.jobs_by_task["train_model"]]
+    (create_model,) = [job.job_id for job in daily_run.jobs_by_task["import_model"]]
+    (predict,) = [job.job_id for job in daily_run.jobs_by_task["predict"]]
+    report = [job.job_id for job in daily_run.jobs_by_task["report"]]
 
+    # The recorded expiry time of the staging table is checked with the durations load.
     calls = [call[:3] if call[0] == "update_table" else call for call in daily_run.calls]
 
     assert calls == [
-        # check_source_data
         ("get_table", SOURCE),
-        ("query", job_ids[0]),
-        ("query", job_ids[1]),
-        # train_model
-        ("query", job_ids[2]),
-        # import_model
-        ("query", job_ids[3]),
-        # predict
-        ("query", job_ids[4]),
-        ("get_job", job_ids[4], PROJECT, LOCATION),
-        # report
-        ("query", job_ids[5]),
-        ("get_job", job_ids[5], PROJECT, LOCATION),
-        ("query", job_ids[6]),
-        ("query", job_ids[7]),
-        ("query", job_ids[8]),
+        *[("query", job_id) for job_id in check],
+        ("query", train),
+        ("query", create_model),
+        ("query", predict),
+        ("get_job", predict, PROJECT, LOCATION),
+        ("query", report[0]),
+        ("get_job", report[0], PROJECT, LOCATION),
+        ("query", report[1]),
+        ("query", report[2]),
+        ("query", report[3]),
         ("get_table", DURATIONS),
-        ("query", job_ids[9]),
-        ("load_table_from_file", job_ids[10], staging),
+        ("query", report[4]),
+        ("load_table_from_file", report[5], staging),
         ("get_table", staging),
         ("update_table", staging, ("expires",)),
-        ("query", job_ids[11]),
+        ("query", report[6]),
         ("delete_table", staging, True),
     ]
+    assert len(check) == 2
 
 
 def test_clients_built_from_configured_connections(daily_run):
@@ -363,7 +369,7 @@ def test_clients_built_from_configured_connections(daily_run):
 
 
 def test_check_sends_rendered_query_with_day_parameter(dag_module, daily_run):
-    schema_query, check_query = daily_run.jobs[0], daily_run.jobs[1]
+    schema_query, check_query = daily_run.jobs_by_task["check_source_data"]
 
     assert schema_query.query == f"SELECT * FROM `{SOURCE}` LIMIT 0"
     assert schema_query.job_config.to_api_repr() == _query_config("check_source_data")
@@ -375,7 +381,7 @@ def test_check_sends_rendered_query_with_day_parameter(dag_module, daily_run):
 
 
 def test_training_examples_read_through_storage_api(google, dag_module, daily_run):
-    examples = daily_run.jobs[2]
+    (examples,) = daily_run.jobs_by_task["train_model"]
 
     assert examples.query == _render("training_examples.sql", dag_module.CONFIG)
     assert "WHERE review_date < @run_date" in examples.query
@@ -403,7 +409,7 @@ def test_model_upload_writes_marker_last(daily_run):
 def test_import_fetches_model_and_creates_it(daily_run):
     model_uploads = {uri for kind, uri in daily_run.storage_operations if kind == "upload" and VERSION_PREFIX in uri}
     downloads = [uri for kind, uri in daily_run.storage_operations if kind == "download"]
-    create_model = daily_run.jobs[3]
+    (create_model,) = daily_run.jobs_by_task["import_model"]
 
     assert set(downloads) == model_uploads
     assert len(downloads) == len(model_uploads)
@@ -417,7 +423,7 @@ def test_import_fetches_model_and_creates_it(daily_run):
 
 
 def test_predict_job_replaces_day_partition(dag_module, daily_run):
-    predict = daily_run.jobs[4]
+    (predict,) = daily_run.jobs_by_task["predict"]
 
     assert predict.query == _render("predict.sql", dag_module.CONFIG)
     assert re.search(rf"ML\.PREDICT\(\s*MODEL `{re.escape(MODEL)}`,", predict.query)
@@ -436,7 +442,7 @@ def test_predict_job_replaces_day_partition(dag_module, daily_run):
 
 
 def test_report_writes_day_row_and_reads_it_back(dag_module, daily_run):
-    write, day_row, history, histogram, durations = daily_run.jobs[5:10]
+    write, day_row, history, histogram, durations = daily_run.jobs_by_task["report"][:5]
     threshold = {"name": "low_confidence_threshold", "parameterType": {"type": "FLOAT64"}, "parameterValue": {"value": 0.6}}
 
     assert write.query == _render("report.sql", dag_module.CONFIG)
@@ -454,7 +460,7 @@ def test_report_writes_day_row_and_reads_it_back(dag_module, daily_run):
 
 
 def test_durations_loaded_into_day_partition(daily_run):
-    load, script = daily_run.jobs[10], daily_run.jobs[11]
+    load, script = daily_run.jobs_by_task["report"][5:]
     staging = _staging_table(daily_run)
     update = next(call for call in daily_run.calls if call[0] == "update_table")
     rows = load.loaded_table.to_pylist()
@@ -512,7 +518,7 @@ def test_sql_text_carries_no_values(daily_run):
 
 
 def test_rerun_of_predict_sends_identical_job(google, dag_module, daily_run):
-    first = daily_run.jobs[4]
+    (first,) = daily_run.jobs_by_task["predict"]
     google.client.add_result(pa.table({"review_id": list(range(ROWS_PREDICTED))}))
     ti = FakeTaskInstance()
     ti.returned["import_model"] = daily_run.returned["import_model"]
