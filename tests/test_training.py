@@ -154,6 +154,17 @@ def test_signature_names_and_dtypes(three_class_version):
     assert outputs["class_probabilities"].shape.as_list() == [None, 3]
 
 
+def test_export_stores_each_weight_once(two_class_version):
+    result, output_dir, _ = two_class_version
+
+    stored = tf.train.list_variables(str(output_dir / "saved_model" / "variables" / "variables"))
+    stored_shapes = sorted(tuple(shape) for name, shape in stored if name.endswith("VARIABLE_VALUE"))
+    model_shapes = sorted(tuple(weight.shape) for weight in result.model.weights)
+
+    assert stored_shapes == model_shapes
+    assert not any("optimizer" in name for name, _ in stored)
+
+
 def test_model_learns_synthetic_classes(three_class_version):
     result, _, metrics = three_class_version
 
@@ -213,6 +224,17 @@ def test_train_and_export_writes_version(tmp_path):
     assert metrics["epochs_run"] == 1
 
 
+def test_refit_on_all_examples(tmp_path):
+    examples = make_examples(["a", "b"], rows=120)
+
+    result = train_model(examples, max_epochs=2, settings=TINY_SETTINGS, refit_on_all_examples=True)
+
+    assert result.metrics["refit_on_all_examples"] is True
+    assert 1 <= result.metrics["best_epochs"] <= result.metrics["epochs_run"]
+    predicted = predict_in_memory(result.model, result.classes, ["최악 별로 bad", "최고 감동 great"])
+    assert predicted["class_probabilities"].shape == (2, 2)
+
+
 def test_one_class_is_rejected():
     examples = make_examples(["only"], rows=60)
 
@@ -263,3 +285,45 @@ def test_validation_takes_latest_whole_days():
     assert validation_start_day(dates, 0.1) == np.datetime64("2014-01-03")
     assert validation_start_day(dates, 0.04) == np.datetime64("2014-01-04")
     assert validation_start_day(dates, 0.99) == np.datetime64("2014-01-02")
+
+
+def test_train_command_writes_version(tmp_path):
+    import pyarrow.parquet as pq
+
+    examples_file = tmp_path / "examples.parquet"
+    pq.write_table(make_examples(["a", "b"], rows=120), examples_file)
+    output_dir = tmp_path / "version"
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "textclf", "train", "--examples", str(examples_file), "--output-dir", str(output_dir), "--max-epochs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "Epoch 1/1: loss" in completed.stderr
+    assert (output_dir / "saved_model" / "saved_model.pb").is_file()
+    assert json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))["classes"] == ["a", "b"]
+
+
+def test_examples_query_needs_project_and_location(tmp_path):
+    from textclf.training.main import main
+
+    query_file = tmp_path / "examples.sql"
+    query_file.write_text("SELECT 1", encoding="utf-8")
+
+    with pytest.raises(SystemExit, match="--examples-query needs --bigquery-project and --bigquery-location"):
+        main(["--examples-query", str(query_file), "--output-dir", str(tmp_path / "out")])
+
+
+def test_examples_query_rejects_invalid_parameters(tmp_path):
+    from textclf.training.main import main
+
+    query_file = tmp_path / "examples.sql"
+    query_file.write_text("SELECT 1", encoding="utf-8")
+    arguments = ["--examples-query", str(query_file), "--output-dir", str(tmp_path / "out"), "--bigquery-project", "my-project"]
+
+    with pytest.raises(SystemExit, match="--query-parameters is not valid JSON"):
+        main([*arguments, "--bigquery-location", "US", "--query-parameters", "{run_day"])

@@ -1,8 +1,8 @@
 """Check that a SavedModel can be imported into BigQuery ML and served by the pipeline.
 
 The ``check-model`` command runs :func:`check_saved_model` and prints the serving signature as
-the SQL columns ``ML.PREDICT`` reads and writes, then each problem with its fix; it exits with 1
-when there is a problem. The static checks read ``saved_model.pb`` without loading the model; the
+the SQL columns that ``ML.PREDICT`` reads and writes. It then prints each problem with its fix and
+exits with 1 when there is one. The static checks read ``saved_model.pb`` without loading the model; the
 memory check runs the model in a fresh Python process, so TensorFlow is imported only there and
 inside the functions that need it.
 """
@@ -21,8 +21,9 @@ from textclf.identifiers import InvalidIdentifierError, validate_column
 log = logging.getLogger(__name__)
 
 SIGNATURE_NAME = "serving_default"
-# Limits of BigQuery ML for imported TensorFlow models, with headroom: a model folder may hold
-# at most 450 MB, and prediction runs with about 250 MB of working memory per worker.
+# Default limits: a model folder of at most 450 MiB, and about 250 MiB of working memory per batch
+# at prediction time. NOTE: these are this project's working figures for BigQuery ML imports, not
+# values read from its documentation; check the CREATE MODEL limits before raising them.
 DEFAULT_MAX_BYTES = 450 * 2**20
 DEFAULT_MAX_BATCH_MEMORY_BYTES = 250 * 2**20
 DEFAULT_BATCH_ROWS = 1024
@@ -70,11 +71,15 @@ def check_saved_model(
 ) -> CheckResult:
     """Check a SavedModel folder against what BigQuery ML and the pipeline need.
 
-    Problems found: a folder larger than ``max_bytes``; no ``serving_default`` signature; an
-    input or output whose dtype has no BigQuery type, whose shape is not ``[None]`` or
-    ``[None, k]``, or that is ragged or another composite tensor; an input name that is not a
-    valid BigQuery column name; not exactly one STRING input (the pipeline sends one text
-    column); ops that TensorFlow's op registry does not know (custom ops); ops that call Python.
+    These are the problems it reports:
+
+    - the folder is larger than ``max_bytes``, or it has no ``serving_default`` signature;
+    - an input or output has a dtype with no BigQuery type, a shape other than ``[None]`` or
+      ``[None, k]``, or is ragged or another composite tensor;
+    - an input name is not a valid BigQuery column name, or there is not exactly one STRING
+      input (the pipeline sends one text column);
+    - the graph uses ops that TensorFlow's op registry does not know (custom ops) or ops that
+      call Python.
 
     Working memory is measured in a fresh Python process: it loads the model, warms it up with
     one row, resets the kernel's peak-RSS counter (``/proc/self/clear_refs``), runs one batch of
@@ -108,7 +113,7 @@ def check_saved_model(
     if result.total_bytes > max_bytes:
         result.problems.append(
             f"The model folder holds {result.total_bytes:,} bytes, more than the {max_bytes:,} allowed "
-            "(BigQuery ML imports at most 450 MB). Shrink the vocabulary or the embedding size."
+            "for a BigQuery ML import. Shrink the vocabulary or the embedding size."
         )
 
     saved_model = saved_model_pb2.SavedModel()
@@ -317,8 +322,8 @@ def _check_inputs(result: CheckResult, input_name: str | None) -> None:
         result.problems.append(f"The input is named {name!r}, but {input_name!r} was expected. Export with input_name={input_name!r}.")
 
 
-# Runs in a fresh interpreter: argv[1] is the SavedModel path; stdin holds a JSON object of batches,
-# which can be far larger than the 128 KiB Linux allows for one command-line argument.
+# Runs in a fresh interpreter with the SavedModel path as argv[1]. The batches arrive as a JSON
+# object on stdin because they exceed the 128 KiB that Linux allows for one command-line argument.
 _MEMORY_SCRIPT = r"""
 import json, resource, sys
 import tensorflow as tf
@@ -387,6 +392,6 @@ def _measure_memory(result: CheckResult, max_batch_memory_bytes: int, batch_rows
     if result.batch_memory_bytes > max_batch_memory_bytes:
         result.problems.append(
             f"One batch of {batch_rows} rows needs {result.batch_memory_bytes:,} bytes of working memory, more than the "
-            f"{max_batch_memory_bytes:,} allowed (BigQuery ML gives an imported model about 250 MB). "
+            f"{max_batch_memory_bytes:,} allowed for BigQuery ML prediction. "
             "Cap the sequence length, use a smaller embedding, or avoid dense outputs over the vocabulary."
         )

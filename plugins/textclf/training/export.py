@@ -68,8 +68,13 @@ def export_saved_model(model: keras.Model, classes: Sequence[str], saved_model_d
     def serve(texts):
         return serving_outputs(model, class_names, texts)
 
+    # Tracking the whole model would store every weight twice (Keras 3.15 saves the Keras
+    # variables and the TensorFlow variables the endpoint uses as separate objects). The endpoint
+    # tracks the variables it uses by itself, so only the vectorizers' lookup tables are tracked.
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.TextVectorization):
+            archive.track(layer)
     archive.add_endpoint(
         name=SIGNATURE_NAME,
         fn=serve,

@@ -35,10 +35,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1234, help="random seed (default: 1234)")
     parser.add_argument("--trained-before", metavar="YYYY-MM-DD", help="day the model is trained for (default: the day after the latest example)")
     parser.add_argument(
+        "--refit-on-all-examples",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="after early stopping, fit again on all examples, validation slice included (default: off)",
+    )
+    parser.add_argument(
         "--class-weighting",
         choices=("none", "balanced"),
-        default="none",
-        help="'balanced' weights classes inversely to their frequency (default: none)",
+        default="balanced",
+        help="'balanced' weights classes inversely to their frequency, 'none' weights every example alike (default: balanced)",
     )
 
 
@@ -59,6 +65,7 @@ def run_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         class_weighting=args.class_weighting,
         trained_before=args.trained_before,
+        refit_on_all_examples=args.refit_on_all_examples,
     )
     log.info(
         "Trained model in %s: accuracy %.4f, balanced accuracy %.4f",

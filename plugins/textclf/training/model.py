@@ -1,8 +1,8 @@
 """The Keras text classifier: raw strings in, class probabilities out.
 
-The model is an embedding bag over character unigrams and bigrams. Korean is agglutinative, so
-character n-grams capture word stems and endings that whitespace tokens split into many rare
-forms. Token ids feed an ``Embedding`` whose rows are averaged over the non-padding positions,
+The model is an embedding bag over character unigrams, bigrams and trigrams. Korean is
+agglutinative, so character n-grams capture word stems and endings that whitespace tokens split
+into many rare forms. Token ids feed an ``Embedding`` whose rows are averaged over the non-padding positions,
 then a small hidden layer and a softmax. Working memory at serve time grows with
 ``batch rows x sequence length x embedding dim``, which stays bounded because every text is cut to
 ``max_chars`` characters and ``sequence_length`` tokens.
@@ -20,15 +20,13 @@ import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
-# Character n-gram widths: unigrams then bigrams, in the order tf.strings.ngrams emits them.
-NGRAM_WIDTHS = (1, 2)
-
-
 @dataclass(frozen=True)
 class ModelSettings:
     """Sizes of the classifier.
 
     :param max_tokens: vocabulary size, padding and out-of-vocabulary ids included.
+    :param ngram_widths: character n-gram widths. ``tf.strings.ngrams`` emits all n-grams of the
+        first width, then of the next, so ``sequence_length`` cuts the widest n-grams first.
     :param max_chars: characters kept from the start of each text; the rest is ignored.
     :param sequence_length: token ids per text after padding or truncation.
     :param embedding_dim: width of each token embedding.
@@ -36,12 +34,14 @@ class ModelSettings:
     :param dropout: dropout rate on the pooled embedding during training.
     """
 
-    max_tokens: int = 100_000
+    max_tokens: int = 500_000
+    ngram_widths: tuple[int, ...] = (1, 2, 3)
     max_chars: int = 150
-    sequence_length: int = 300
-    embedding_dim: int = 48
-    hidden_units: int = 32
-    dropout: float = 0.2
+    # 150 characters give 150 + 149 + 148 = 447 n-grams, so no n-gram of a full text is cut.
+    sequence_length: int = 450
+    embedding_dim: int = 32
+    hidden_units: int = 64
+    dropout: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("max_tokens", "max_chars", "sequence_length", "embedding_dim"):
@@ -50,6 +50,8 @@ class ModelSettings:
                 raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
         if self.max_tokens < 3:
             raise ValueError(f"`max_tokens` must be at least 3 (padding, out-of-vocabulary, one token). Received: max_tokens={self.max_tokens}")
+        if not self.ngram_widths or not all(isinstance(width, int) and width >= 1 for width in self.ngram_widths):
+            raise ValueError(f"`ngram_widths` must be a non-empty tuple of positive integers. Received: ngram_widths={self.ngram_widths!r}")
         if not isinstance(self.hidden_units, int) or self.hidden_units < 0:
             raise ValueError(f"`hidden_units` must be 0 or a positive integer. Received: hidden_units={self.hidden_units!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -114,7 +116,7 @@ def build_vectorizer(settings: ModelSettings) -> keras.layers.TextVectorization:
         max_tokens=settings.max_tokens,
         standardize=None,
         split="character",
-        ngrams=NGRAM_WIDTHS,
+        ngrams=tuple(settings.ngram_widths),
         output_mode="int",
         output_sequence_length=settings.sequence_length,
         name="vectorizer",
