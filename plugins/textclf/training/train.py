@@ -131,7 +131,7 @@ def read_labelled_examples(examples: pa.Table, *, text_column: str, label_column
 
 
 def validation_start_day(dates: np.ndarray, validation_fraction: float) -> np.datetime64:
-    """Return the first day of the validation slice: the latest whole days holding ``validation_fraction`` of the examples.
+    """Return the first day of the validation slice, the latest whole days with at least ``validation_fraction`` of the examples.
 
     The slice has at least one day, and the training side keeps at least one day.
 
@@ -306,7 +306,7 @@ def train_model(
     validation_predicted = np.argmax(classifier.predict(validation_ids, batch_size=4096, verbose=0), axis=1)
     evaluation = evaluate_predictions(validation_y, validation_predicted, classes)
 
-    # The validation slice holds the newest days, the closest to the texts the model will see.
+    # The validation slice contains the newest days, the closest to the texts the model will see.
     # Fitting again on every example uses them too, but the metrics then describe the earlier
     # model, which did not see them.
     if refit_on_all_examples:
