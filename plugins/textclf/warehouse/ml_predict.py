@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,10 +25,18 @@ log = logging.getLogger(__name__)
 
 SERVING_SIGNATURE = "serving_default"
 
-# Rows per batch sent through the model. On 146,000 Korean reviews with a character-level
-# embedding-bag model (tensorflow-cpu 2.21, 2 CPU cores), 8,192 rows gave 316k rows/s, against
-# 285k at 4,096, 280k at 16,384 and 170k at 65,536.
-DEFAULT_BATCH_SIZE = 8192
+# Rows per batch sent through the model, measured with benchmarks/predict.py (tensorflow-cpu 2.21,
+# 2 CPU cores) on the NSMC model (character 1-3-grams, 450 tokens per text). With little other load,
+# 146,182 rows took 3.1-3.5 s at 4,096 or 8,192 rows per batch, 3.4-5.4 s at 2,048 and 3.9-5.5 s at
+# 1,024. With the cores shared by other jobs, 256 to 2,048 rows were fastest and 8,192 rows were
+# 2 to 4 times slower. Per-batch tensors grow with the batch (2,048 x 450 x 32 floats is 118 MB),
+# so 2,048 keeps memory low and loses little speed in either case.
+DEFAULT_BATCH_SIZE = 2048
+
+# Predicted batches that may wait for the consumer while the next one is predicted.
+PREFETCH_BATCHES = 2
+_QUEUE_POLL_SECONDS = 0.1
+_END_OF_STREAM = object()
 
 # Signature dtype -> Arrow type of the output column, as BigQuery ML types outputs of imported
 # TensorFlow models: every float becomes FLOAT64, every integer INT64.
@@ -302,21 +311,57 @@ def _predict_stream(
     passed_through: list[pa.Field],
     on_close: Callable[[], None] | None,
 ) -> Iterator[pa.RecordBatch]:
+    # A background thread reads, converts and predicts the next batches while the consumer (DuckDB,
+    # inserting the rows) works on the current one. TensorFlow releases the GIL while the model
+    # runs, so the two overlap on separate cores. The bounded queue keeps at most
+    # PREFETCH_BATCHES predicted batches waiting, so memory stays bounded whatever the row count.
     started = time.monotonic()
     rows = 0
     batches = 0
-    try:
-        for batch in reader:
-            if batch.num_rows == 0:
+    ready: queue.Queue[Any] = queue.Queue(maxsize=PREFETCH_BATCHES)
+    stop = threading.Event()
+
+    def offer(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=_QUEUE_POLL_SECONDS)
+                return True
+            except queue.Full:
                 continue
-            predictions = _predict_batch(model_name, loaded, batch)
-            columns = [*predictions, *(batch.column(field.name) for field in passed_through)]
-            yield pa.RecordBatch.from_arrays(columns, schema=schema)
-            rows += batch.num_rows
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in reader:
+                if batch.num_rows == 0:
+                    continue
+                predictions = _predict_batch(model_name, loaded, batch)
+                columns = [*predictions, *(batch.column(field.name) for field in passed_through)]
+                if not offer(pa.RecordBatch.from_arrays(columns, schema=schema)):
+                    return
+        except BaseException as error:  # Raised again in the consumer's thread, with its traceback.
+            offer(error)
+            return
+        offer(_END_OF_STREAM)
+
+    producer = threading.Thread(target=produce, name=f"ml-predict-{model_name}", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _END_OF_STREAM:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            rows += item.num_rows
             batches += 1
             if batches % 100 == 0:
                 log.info("ML.PREDICT %s: %d rows predicted so far", model_name, rows)
     finally:
+        # The producer must stop reading before on_close closes the cursor it reads from.
+        stop.set()
+        producer.join()
         if on_close is not None:
             on_close()
     seconds = time.monotonic() - started
