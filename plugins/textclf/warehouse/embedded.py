@@ -494,6 +494,15 @@ class EmbeddedWarehouse(Warehouse):
         table: TableRef, partition_column: str, data_columns: dict[str, str], table_columns: dict[str, str]
     ) -> None:
         EmbeddedWarehouse._check_partition_column(table, partition_column, table_columns, f"table {table}")
+        # INSERT BY NAME would fill a missing column with NULLs, and a file that lacks a column is
+        # far more often a wrong file than a wish for NULLs.
+        missing = [name for name in table_columns if name not in data_columns]
+        if missing:
+            raise WarehouseError(
+                f"Cannot load into table {table}: the data has no column(s) {', '.join(map(repr, missing))}, which the "
+                f"table has (columns of the data: {', '.join(data_columns)}). Add them to the data, or load into a "
+                f"new table."
+            )
         for name, data_type in data_columns.items():
             if name not in table_columns:
                 raise WarehouseError(
@@ -586,7 +595,14 @@ class _PredictScope:
             )
         except _duckdb_error() as error:
             raise WarehouseError(f"ML.PREDICT with model {model_name}: the input query failed: {error}") from error
-        predictions = predict_batches(model_name, loaded, reader)
+        try:
+            predictions = predict_batches(model_name, loaded, reader)
+        except BaseException:
+            # An open reader keeps the database instance alive after the connection closes, and while
+            # it lives (for example in the traceback of this error) a new connection to the file in
+            # this process hangs in duckdb.connect (DuckDB 2.0.0).
+            reader.close()
+            raise
         view = f"_textclf_predict_{uuid.uuid4().hex}"
         self._connection.register(view, predictions)
         self._views.append(view)
