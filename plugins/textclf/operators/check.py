@@ -11,7 +11,11 @@ from textclf.operators.base import WarehouseOperator
 from textclf.sql_names import source_table
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from airflow.sdk import Context
+
+    from textclf.config import PipelineConfig
+    from textclf.identifiers import TableRef
 
 
 class SourceDataCheckOperator(WarehouseOperator):
@@ -44,6 +48,7 @@ class SourceDataCheckOperator(WarehouseOperator):
                     f"`python -m textclf load FILE --table {source} --partition-column {config.source_date_column}`, "
                     f"or set `source_table` in the configuration."
                 )
+            check_source_columns(config, source, warehouse.query(f"SELECT * FROM {source.sql} LIMIT 0").schema)
             figures = warehouse.query(self.sql, {"run_date": run_day}).to_pylist()[0]
         self.log.info("Checked %s for %s: %s", source, run_day, figures)
 
@@ -86,3 +91,35 @@ class SourceDataCheckOperator(WarehouseOperator):
             "blank_text_count": int(figures["blank_text_count"]),
             "training_example_count": None if training_examples is None else int(training_examples),
         }
+
+
+def check_source_columns(config: PipelineConfig, source: TableRef, schema: pa.Schema) -> None:
+    """Raise ``AirflowFailException`` unless the source table has every configured column, with its type.
+
+    The check query and the predict query would otherwise fail on the first missing column with the
+    database's own error, or predict on text that is not a string.
+
+    :param config: the pipeline configuration that names the columns.
+    :param source: the source table, for messages.
+    :param schema: the Arrow schema of the source table, e.g. of ``SELECT * FROM source LIMIT 0``.
+    """
+    import pyarrow as pa
+
+    expected: dict[str, tuple[str, Any]] = {column: ("any type", None) for column in config.id_columns}
+    if config.label_column is not None:
+        expected[config.label_column] = ("any type", None)
+    expected[config.text_column] = ("STRING", lambda type_: pa.types.is_string(type_) or pa.types.is_large_string(type_))
+    expected[config.source_date_column] = ("DATE", pa.types.is_date)
+
+    problems = []
+    for column, (type_name, fits) in expected.items():
+        if column not in schema.names:
+            problems.append(f"column {column!r} ({type_name}) is missing")
+        elif fits is not None and not fits(schema.field(column).type):
+            problems.append(f"column {column!r} has type {schema.field(column).type}, expected {type_name}")
+    if problems:
+        raise AirflowFailException(
+            f"Source table {source} does not match the configuration: {'; '.join(problems)}. Columns found: "
+            f"{', '.join(schema.names)}. Fix the column names in the configuration (id_columns, text_column, "
+            f"label_column, source_date_column), or reload the table with those columns and types."
+        )

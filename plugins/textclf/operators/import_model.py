@@ -16,6 +16,9 @@ from textclf.store import SAVED_MODEL_DIR, get_model_store
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+# The column that sql/predict.sql passes to ML.PREDICT, which BigQuery ML matches to the model's input by name.
+MODEL_INPUT_COLUMN = "text"
+
 
 class ImportModelOperator(WarehouseOperator):
     """Run the preflight checks on a stored model version and import it for the run's day.
@@ -52,10 +55,12 @@ class ImportModelOperator(WarehouseOperator):
 
         with tempfile.TemporaryDirectory(prefix="textclf-import-") as workdir:
             local_version = store.fetch(version, Path(workdir))
-            result = check_saved_model(local_version / SAVED_MODEL_DIR)
+            result = check_saved_model(local_version / SAVED_MODEL_DIR, input_name=MODEL_INPUT_COLUMN)
         if not result.ok:
             raise AirflowFailException(
-                f"Model version {version} at {store.version_uri(version)} cannot be imported into BigQuery ML:\n- "
+                f"Model version {version} at {store.version_uri(version)} cannot be imported into BigQuery ML "
+                f"as {model_name(self.config, run_day)}. The predict step sends the text as one STRING column "
+                f"named {MODEL_INPUT_COLUMN!r}, so the model's serving signature needs exactly that input.\n- "
                 + "\n- ".join(result.problems)
             )
         self.log.info("Model version %s passed the preflight checks (%d bytes)", version, result.total_bytes)
