@@ -1,0 +1,128 @@
+"""No password, key or token of the warehouse connection shows in logs, SQL, XComs, reports or deploy output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from test_reliability_reruns import (
+    MANUAL,
+    RUN_DAYS,
+    make_pipeline,
+    saved_model_dir,  # noqa: F401 - a fixture
+)
+
+PASSWORD = "s3cr3t-password-8f2a"
+PRIVATE_KEY = "-----BEGIN PRIVATE KEY-----fake-key-7c41-----END PRIVATE KEY-----"
+TOKEN = "ya29.fake-token-0b9d"
+SECRETS = (PASSWORD, PRIVATE_KEY, "fake-key-7c41", TOKEN)
+
+
+def secret_connection(database: Path) -> dict:
+    return {
+        "conn_type": "duckdb",
+        "host": str(database),
+        "login": "textclf",
+        "password": PASSWORD,
+        "extra": {"keyfile_dict": {"private_key": PRIVATE_KEY, "token": TOKEN}},
+    }
+
+
+def assert_no_secret(text: str, where: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text, f"{where} contains {secret!r}"
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, saved_model_dir):  # noqa: F811 - the imported fixture
+    home = tmp_path_factory.mktemp("secrets")
+    connection = secret_connection(home / "warehouse.duckdb")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TEXTCLF_HOME", str(home))
+    patch.setenv("AIRFLOW_CONN_TEXTCLF_WAREHOUSE", json.dumps(connection))
+    pipeline = make_pipeline(home, saved_model_dir, connection)
+    patch.setenv("TEXTCLF_CONFIG", str(home / "textclf.json"))
+    yield pipeline
+    patch.undo()
+
+
+def test_connection_secret_is_used(pipeline):
+    from airflow.sdk import BaseHook
+
+    connection = BaseHook.get_connection("textclf_warehouse")
+
+    assert connection.password == PASSWORD
+    assert connection.extra_dejson["keyfile_dict"]["token"] == TOKEN
+
+
+def test_daily_tasks_leak_no_secret(pipeline, caplog, capfd):
+    from textclf.operators import (
+        ImportModelOperator,
+        PredictOperator,
+        ReportOperator,
+        SourceDataCheckOperator,
+        TrainModelOperator,
+    )
+
+    caplog.set_level(logging.DEBUG)
+    day = RUN_DAYS[0]
+    xcoms: dict = {}
+    context = pipeline.context(day, MANUAL, xcoms)
+    steps = [
+        (SourceDataCheckOperator, "check_source_data"),
+        (TrainModelOperator, "train_model"),
+        (ImportModelOperator, "import_model"),
+        (PredictOperator, "predict"),
+        (ReportOperator, "report"),
+    ]
+    rendered = []
+    for operator_class, task_id in steps:
+        operator = pipeline.build(operator_class, task_id)
+        pipeline.run_task(operator, context)
+        rendered.extend(str(getattr(operator, field)) for field in operator.template_fields)
+
+    assert set(xcoms) == {task_id for _, task_id in steps}
+    assert xcoms["predict"]["rows_predicted"] == 40
+    assert_no_secret(json.dumps(xcoms, default=str), "the XComs")
+    assert_no_secret("\n".join(rendered), "the rendered templates")
+    assert len(caplog.records) > 10
+    assert_no_secret(caplog.text, "the logs")
+    captured = capfd.readouterr()
+    assert_no_secret(captured.out + captured.err, "stdout and stderr")
+    report_dir = pipeline.home / "store" / "reports" / day.isoformat()
+    report_files = sorted(report_dir.iterdir())
+    assert report_files
+    for path in report_files:
+        assert_no_secret(path.read_bytes().decode("utf-8", errors="replace"), str(path))
+    for table in ("daily_report", "task_durations", "predictions"):
+        assert_no_secret(json.dumps(pipeline.table_rows(table), default=str), f"table {table}")
+    for path in Path(os.environ["AIRFLOW_HOME"]).rglob("*.log"):
+        assert_no_secret(path.read_text(encoding="utf-8", errors="replace"), str(path))
+
+
+def test_deploy_dry_run_prints_no_secret(tmp_path, monkeypatch, capsys):
+    from textclf.cli import main
+
+    for folder in ("dags", "sql", "plugins/textclf"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "requirements-composer.txt").write_text("duckdb==2.0.0\n")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"project": "textclf-prod", "store_uri": "gs://bucket/textclf"}), encoding="utf-8")
+    monkeypatch.setenv("AIRFLOW_CONN_TEXTCLF_WAREHOUSE", json.dumps(secret_connection(tmp_path / "w.duckdb")))
+    monkeypatch.setenv("GOOGLE_OAUTH_ACCESS_TOKEN", TOKEN)
+
+    status = main(
+        [
+            "deploy", "--environment", "textclf-prod", "--location", "us-central1", "--config", str(config),
+            "--source-dir", str(tmp_path), "--dry-run",
+        ]
+    )
+
+    assert status == 0
+    captured = capsys.readouterr()
+    assert "gcloud composer environments update textclf-prod" in captured.out
+    assert_no_secret(captured.out + captured.err, "the deploy dry run")
