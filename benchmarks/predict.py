@@ -55,7 +55,7 @@ WORK_DIR = SCRATCH_DIR / "predict"
 
 
 def prepare_database(database: Path, copies: int, saved_model_dir: Path) -> int:
-    """Create a warehouse whose source table holds the benchmark rows as one day, with the model registered."""
+    """Create a warehouse whose source table contains the benchmark rows as one day, with the model registered."""
     import pyarrow as pa
 
     from textclf.config import PipelineConfig
