@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
+from conftest import REPOSITORY_DIR
 from test_reliability_reruns import (
-    MANUAL,
     RUN_DAYS,
     make_pipeline,
     saved_model_dir,  # noqa: F401 - a fixture
@@ -59,42 +61,60 @@ def test_connection_secret_is_used(pipeline):
     assert connection.extra_dejson["keyfile_dict"]["token"] == TOKEN
 
 
-def test_daily_tasks_leak_no_secret(pipeline, caplog, capfd):
+# Runs every task of one day in a fresh interpreter, so its output holds every log line that a
+# worker would write, whatever logging set-up earlier tests left behind.
+TASKS_SCRIPT = textwrap.dedent(
+    """
+    import datetime as dt, json, os, sys
+    from pathlib import Path
+    from textclf.config import load_config
     from textclf.operators import (
-        ImportModelOperator,
-        PredictOperator,
-        ReportOperator,
-        SourceDataCheckOperator,
-        TrainModelOperator,
+        ImportModelOperator, PredictOperator, ReportOperator, SourceDataCheckOperator, TrainModelOperator,
     )
+    from test_reliability_reruns import MANUAL, Pipeline
 
-    caplog.set_level(logging.DEBUG)
-    day = RUN_DAYS[0]
-    xcoms: dict = {}
-    context = pipeline.context(day, MANUAL, xcoms)
-    steps = [
-        (SourceDataCheckOperator, "check_source_data"),
-        (TrainModelOperator, "train_model"),
-        (ImportModelOperator, "import_model"),
-        (PredictOperator, "predict"),
-        (ReportOperator, "report"),
-    ]
+    # Importing the test helpers runs conftest, which points TEXTCLF_HOME at a fresh folder.
+    os.environ["TEXTCLF_HOME"] = sys.argv[1]
+    home = Path(sys.argv[1])
+    pipeline = Pipeline(home=home, database=home / "warehouse.duckdb", config=load_config(home / "textclf.json"))
+    xcoms = {}
+    context = pipeline.context(dt.date.fromisoformat(sys.argv[2]), MANUAL, xcoms)
     rendered = []
-    for operator_class, task_id in steps:
+    for operator_class, task_id in [
+        (SourceDataCheckOperator, "check_source_data"), (TrainModelOperator, "train_model"),
+        (ImportModelOperator, "import_model"), (PredictOperator, "predict"), (ReportOperator, "report"),
+    ]:
         operator = pipeline.build(operator_class, task_id)
         pipeline.run_task(operator, context)
         rendered.extend(str(getattr(operator, field)) for field in operator.template_fields)
+    print("RESULT " + json.dumps({"xcoms": xcoms, "rendered": rendered}, default=str), flush=True)
+    """
+)
 
-    assert set(xcoms) == {task_id for _, task_id in steps}
-    assert xcoms["predict"]["rows_predicted"] == 40
-    assert_no_secret(json.dumps(xcoms, default=str), "the XComs")
-    assert_no_secret("\n".join(rendered), "the rendered templates")
-    assert len(caplog.records) > 10
-    assert_no_secret(caplog.text, "the logs")
-    captured = capfd.readouterr()
-    assert_no_secret(captured.out + captured.err, "stdout and stderr")
-    report_dir = pipeline.home / "store" / "reports" / day.isoformat()
-    report_files = sorted(report_dir.iterdir())
+
+def test_daily_tasks_leak_no_secret(pipeline):
+    day = RUN_DAYS[0]
+    completed = subprocess.run(
+        [sys.executable, "-c", TASKS_SCRIPT, str(pipeline.home), day.isoformat()],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPOSITORY_DIR / "tests")},
+    )
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    output = completed.stdout + completed.stderr
+    assert "Connection 'textclf_warehouse' selects the embedded warehouse" in output
+    assert "Wrote 40 predictions to textclf-local.textclf.predictions for 2014-12-01" in output
+    assert_no_secret(output, "the task output")
+    result = json.loads(completed.stdout.split("RESULT ", 1)[1])
+    assert set(result["xcoms"]) == {"check_source_data", "train_model", "import_model", "predict", "report"}
+    assert result["xcoms"]["predict"]["rows_predicted"] == 40
+    assert_no_secret(json.dumps(result["xcoms"]), "the XComs")
+    assert len(result["rendered"]) == 9
+    assert_no_secret("\n".join(result["rendered"]), "the rendered templates")
+
+    report_files = sorted((pipeline.home / "store" / "reports" / day.isoformat()).iterdir())
     assert report_files
     for path in report_files:
         assert_no_secret(path.read_bytes().decode("utf-8", errors="replace"), str(path))
