@@ -61,7 +61,7 @@ def test_connection_secret_is_used(pipeline):
     assert connection.extra_dejson["keyfile_dict"]["token"] == TOKEN
 
 
-# Runs every task of one day in a fresh interpreter, so its output holds every log line that a
+# Runs every task of one day in a fresh interpreter, so its output contains every log line that a
 # worker would write, whatever logging set-up earlier tests left behind.
 TASKS_SCRIPT = textwrap.dedent(
     """
