@@ -76,8 +76,9 @@ class FakeJob:
 class FakeTable:
     """A table as ``get_table`` returns it, with the properties the warehouse updates."""
 
-    def __init__(self, table_id: str) -> None:
+    def __init__(self, table_id: str, schema: list[Any] | None = None) -> None:
         self.table_id = table_id
+        self.schema = list(schema or [])
         self.expires = None
 
 
@@ -90,9 +91,12 @@ class FakeBigQueryClient:
     e.g. to kill the task.
     """
 
-    def __init__(self, project: str = "textclf-test", tables: set[str] | None = None) -> None:
+    def __init__(
+        self, project: str = "textclf-test", tables: set[str] | None = None, schemas: dict[str, list[Any]] | None = None
+    ) -> None:
         self.project = project
-        self.tables: set[str] = set(tables or ())
+        self.schemas: dict[str, list[Any]] = dict(schemas or {})
+        self.tables: set[str] = set(tables or ()) | set(self.schemas)
         self.jobs: list[FakeJob] = []
         self.calls: list[tuple[Any, ...]] = []
         self._results: deque[pa.Table] = deque()
@@ -144,7 +148,7 @@ class FakeBigQueryClient:
         self.calls.append(("get_table", str(table)))
         if str(table) not in self.tables:
             raise NotFound(f"Table {table} not found")
-        return FakeTable(str(table))
+        return FakeTable(str(table), self.schemas.get(str(table)))
 
     def update_table(self, table: FakeTable, fields: list[str]) -> FakeTable:
         self.calls.append(("update_table", table.table_id, tuple(fields), table.expires))

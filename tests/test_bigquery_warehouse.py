@@ -402,3 +402,33 @@ def test_clients_built_lazily_from_hook(monkeypatch):
         "use_legacy_sql": False,
     }
     assert built["client"] == {"project_id": "hook-project", "location": "EU"}
+
+
+def test_table_columns_read_schema_without_job():
+    from google.cloud.bigquery import SchemaField
+
+    client = FakeBigQueryClient(
+        project=PROJECT,
+        schemas={
+            f"{PROJECT}.textclf.reviews": [
+                SchemaField("review_id", "INTEGER"),
+                SchemaField("text", "STRING"),
+                SchemaField("score", "FLOAT"),
+                SchemaField("tags", "STRING", mode="REPEATED"),
+                SchemaField("review_date", "DATE"),
+            ]
+        },
+    )
+    warehouse = BigQueryWarehouse(project=PROJECT, location="US", client=client, read_client=FakeReadClient())
+
+    columns = warehouse.table_columns(TableRef(PROJECT, "textclf", "reviews"))
+
+    assert columns == {
+        "review_id": "INT64",
+        "text": "STRING",
+        "score": "FLOAT64",
+        "tags": "ARRAY<STRING>",
+        "review_date": "DATE",
+    }
+    assert client.jobs == []
+    assert warehouse.table_columns(TableRef(PROJECT, "textclf", "missing")) is None

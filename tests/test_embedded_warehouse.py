@@ -372,3 +372,32 @@ def test_lock_timeout_names_lock_file(tmp_path):
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         with pytest.raises(WarehouseError, match=r"Timed out after 0 s waiting for the lock file .*locked\.duckdb\.lock"):
             warehouse.query("SELECT 1 AS x")
+
+
+def test_table_columns_in_bigquery_types(warehouse):
+    table = TableRef("test-project", "scratch", "typed")
+    warehouse.execute(
+        "CREATE TABLE `test-project.scratch.typed` "
+        "(id INT64, text STRING, score FLOAT64, ok BOOL, day DATE, at TIMESTAMP, tags ARRAY<STRING>)"
+    )
+
+    columns = warehouse.table_columns(table)
+
+    assert columns == {
+        "id": "INT64",
+        "text": "STRING",
+        "score": "FLOAT64",
+        "ok": "BOOL",
+        "day": "DATE",
+        "at": "TIMESTAMP",
+        "tags": "ARRAY<STRING>",
+    }
+    assert warehouse.table_columns(TableRef("test-project", "scratch", "missing")) is None
+
+
+def test_trim_removes_all_whitespace(warehouse):
+    rows = warehouse.query(
+        "SELECT TRIM(x) AS trimmed FROM UNNEST(['\\t\\n ', ' a b ', '\\u3000안녕\\u00a0']) AS x WITH OFFSET AS i ORDER BY i"
+    ).to_pylist()
+
+    assert [row["trimmed"] for row in rows] == ["", "a b", "안녕"]

@@ -229,7 +229,7 @@ def test_day_without_partition_skips_when_configured(pipeline):
         ("id_columns", ["review_id", "logkey"], "column 'logkey' (any type) is missing"),
         ("label_column", "stars", "column 'stars' (any type) is missing"),
         ("source_date_column", "created_date", "column 'created_date' (DATE) is missing"),
-        ("source_date_column", "rating", "column 'rating' has type int64, expected DATE"),
+        ("source_date_column", "rating", "column 'rating' has type INT64, expected DATE"),
     ],
 )
 def test_source_column_mismatch_fails_check(pipeline, key, value, problem):
@@ -253,7 +253,7 @@ def test_source_text_of_wrong_type_fails_check(pipeline):
         run_check(pipeline, RUN_DAYS[0], params={"source_table": "textclf.reviews_int_text"})
 
     assert "Source table textclf-local.textclf.reviews_int_text does not match" in str(failure.value)
-    assert "column 'text' has type int64, expected STRING" in str(failure.value)
+    assert "column 'text' has type INT64, expected STRING" in str(failure.value)
     assert snapshot(pipeline.database) == before
 
 

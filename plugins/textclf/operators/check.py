@@ -11,7 +11,6 @@ from textclf.operators.base import WarehouseOperator
 from textclf.sql_names import source_table
 
 if TYPE_CHECKING:
-    import pyarrow as pa
     from airflow.sdk import Context
 
     from textclf.config import PipelineConfig
@@ -42,13 +41,14 @@ class SourceDataCheckOperator(WarehouseOperator):
         retrain = bool((context.get("params") or {}).get("retrain", True))
 
         with self.get_warehouse(context) as warehouse:
-            if not warehouse.table_exists(source):
+            columns = warehouse.table_columns(source)
+            if columns is None:
                 raise AirflowFailException(
                     f"Source table {source} not found. Load data into it first, e.g. "
                     f"`python -m textclf load FILE --table {source} --partition-column {config.source_date_column}`, "
                     f"or set `source_table` in the configuration."
                 )
-            check_source_columns(config, source, warehouse.query(f"SELECT * FROM {source.sql} LIMIT 0").schema)
+            check_source_columns(config, source, columns)
             figures = warehouse.query(self.sql, {"run_date": run_day}).to_pylist()[0]
         self.log.info("Checked %s for %s: %s", source, run_day, figures)
 
@@ -93,7 +93,7 @@ class SourceDataCheckOperator(WarehouseOperator):
         }
 
 
-def check_source_columns(config: PipelineConfig, source: TableRef, schema: pa.Schema) -> None:
+def check_source_columns(config: PipelineConfig, source: TableRef, columns: dict[str, str]) -> None:
     """Raise ``AirflowFailException`` unless the source table has every configured column, with its type.
 
     The check query and the predict query would otherwise fail on the first missing column with the
@@ -101,25 +101,23 @@ def check_source_columns(config: PipelineConfig, source: TableRef, schema: pa.Sc
 
     :param config: the pipeline configuration that names the columns.
     :param source: the source table, for messages.
-    :param schema: the Arrow schema of the source table, e.g. of ``SELECT * FROM source LIMIT 0``.
+    :param columns: the source table's columns and their BigQuery types.
     """
-    import pyarrow as pa
-
-    expected: dict[str, tuple[str, Any]] = {column: ("any type", None) for column in config.id_columns}
+    expected: dict[str, str | None] = {column: None for column in config.id_columns}
     if config.label_column is not None:
-        expected[config.label_column] = ("any type", None)
-    expected[config.text_column] = ("STRING", lambda type_: pa.types.is_string(type_) or pa.types.is_large_string(type_))
-    expected[config.source_date_column] = ("DATE", pa.types.is_date)
+        expected[config.label_column] = None
+    expected[config.text_column] = "STRING"
+    expected[config.source_date_column] = "DATE"
 
     problems = []
-    for column, (type_name, fits) in expected.items():
-        if column not in schema.names:
-            problems.append(f"column {column!r} ({type_name}) is missing")
-        elif fits is not None and not fits(schema.field(column).type):
-            problems.append(f"column {column!r} has type {schema.field(column).type}, expected {type_name}")
+    for column, type_name in expected.items():
+        if column not in columns:
+            problems.append(f"column {column!r} ({type_name or 'any type'}) is missing")
+        elif type_name is not None and columns[column] != type_name:
+            problems.append(f"column {column!r} has type {columns[column]}, expected {type_name}")
     if problems:
         raise AirflowFailException(
             f"Source table {source} does not match the configuration: {'; '.join(problems)}. Columns found: "
-            f"{', '.join(schema.names)}. Fix the column names in the configuration (id_columns, text_column, "
+            f"{', '.join(columns)}. Fix the column names in the configuration (id_columns, text_column, "
             f"label_column, source_date_column), or reload the table with those columns and types."
         )

@@ -82,6 +82,13 @@ class Warehouse(abc.ABC):
     def table_exists(self, table: TableRef) -> bool:
         """Return whether ``table`` exists."""
 
+    @abc.abstractmethod
+    def table_columns(self, table: TableRef) -> dict[str, str] | None:
+        """Return the columns of ``table`` and their BigQuery types (``STRING``, ``DATE``, ``INT64``, ...).
+
+        Returns None when the table does not exist. Reading the schema runs no query job.
+        """
+
     def close(self) -> None:
         """Release connections; the default does nothing."""
 

@@ -182,6 +182,16 @@ class BigQueryWarehouse(Warehouse):
             return False
         return True
 
+    def table_columns(self, table: TableRef) -> dict[str, str] | None:
+        """Return the columns of ``table`` from its schema (no query job), or None if it does not exist."""
+        from google.api_core.exceptions import NotFound
+
+        try:
+            schema = self.client.get_table(str(table)).schema
+        except NotFound:
+            return None
+        return {field.name: _standard_type_name(field.field_type, field.mode) for field in schema}
+
     # Partition writes
 
     def write_partition(
@@ -438,3 +448,12 @@ def _explain_model_import_error(error: Exception, *, model: TableRef, model_path
     else:
         hint = "Check that the SavedModel at that path is complete and readable, then rerun the task."
     return f"{prefix} {hint}"
+
+
+# The table API still reports some types by their legacy names.
+_LEGACY_TYPE_NAMES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL", "RECORD": "STRUCT"}
+
+
+def _standard_type_name(field_type: str, mode: str | None) -> str:
+    type_name = _LEGACY_TYPE_NAMES.get(field_type, field_type)
+    return f"ARRAY<{type_name}>" if mode == "REPEATED" else type_name

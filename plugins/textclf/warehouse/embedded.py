@@ -312,6 +312,16 @@ class EmbeddedWarehouse(Warehouse):
         with self._connect() as connection:
             return self._table_columns(connection, table) is not None
 
+    def table_columns(self, table: TableRef) -> dict[str, str] | None:
+        """Return the columns of ``table`` with their BigQuery types, or None if it does not exist."""
+        if not self.database_path.exists():
+            return None
+        with self._connect() as connection:
+            columns = self._table_columns(connection, table)
+        if columns is None:
+            return None
+        return {name: bigquery_type_name(duckdb_type) for name, duckdb_type in columns.items()}
+
     # -- Connections and locks -----------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -679,3 +689,39 @@ def _duckdb_error() -> type[Exception]:
     import duckdb
 
     return duckdb.Error
+
+
+# DuckDB type names, as information_schema.columns spells them, and the BigQuery type each stands for.
+_BIGQUERY_TYPE_NAMES = {
+    "VARCHAR": "STRING",
+    "BLOB": "BYTES",
+    "BOOLEAN": "BOOL",
+    "TINYINT": "INT64",
+    "SMALLINT": "INT64",
+    "INTEGER": "INT64",
+    "BIGINT": "INT64",
+    "HUGEINT": "INT64",
+    "UTINYINT": "INT64",
+    "USMALLINT": "INT64",
+    "UINTEGER": "INT64",
+    "UBIGINT": "INT64",
+    "FLOAT": "FLOAT64",
+    "DOUBLE": "FLOAT64",
+    "DATE": "DATE",
+    "TIMESTAMP": "DATETIME",
+    "TIMESTAMP WITH TIME ZONE": "TIMESTAMP",
+    "TIME": "TIME",
+    "INTERVAL": "INTERVAL",
+    "JSON": "JSON",
+}
+
+
+def bigquery_type_name(duckdb_type: str) -> str:
+    """Return the BigQuery type name for a DuckDB column type, e.g. ``VARCHAR[]`` -> ``ARRAY<STRING>``."""
+    if duckdb_type.endswith("[]"):
+        return f"ARRAY<{bigquery_type_name(duckdb_type[:-2])}>"
+    if duckdb_type.startswith("STRUCT"):
+        return "STRUCT"
+    if duckdb_type.startswith("DECIMAL"):
+        return "NUMERIC"
+    return _BIGQUERY_TYPE_NAMES.get(duckdb_type, duckdb_type)

@@ -7,6 +7,8 @@ means:
 * ``@name`` parameters become DuckDB ``$name`` parameters, cast to the BigQuery type of the bound
   Python value, so an ``int`` is an INT64 (BIGINT) as in BigQuery rather than DuckDB's INTEGER.
 * ``DATE_ADD``/``DATE_SUB`` on a DATE stay a DATE: DuckDB's ``date - INTERVAL`` is a TIMESTAMP.
+* ``TRIM(x)`` removes all leading and trailing whitespace, as BigQuery's does: DuckDB's one-argument
+  ``trim`` removes only spaces, so a text of tabs and newlines would not count as blank.
 * ``COUNTIF`` stays an INT64: DuckDB's ``COUNT_IF`` returns a HUGEINT, which Arrow reads as a decimal.
 * ``ARRAY_AGG(x ORDER BY y LIMIT n)`` becomes a list slice, since DuckDB has no LIMIT in aggregates.
 * BigQuery-only table options (``PARTITION BY``, ``CLUSTER BY``, ``OPTIONS``) are dropped: DuckDB has
@@ -93,6 +95,7 @@ def to_duckdb(statement: exp.Expression, parameters: Mapping[str, Any] | None = 
     statement = statement.transform(_keep_date_arithmetic_a_date)
     statement = statement.transform(_slice_limited_array_agg)
     statement = statement.transform(_count_if_as_int64)
+    statement = statement.transform(_trim_whitespace)
     for node in list(statement.find_all(*_DROPPED_PROPERTIES)):
         if type(node) in _DROPPED_PROPERTIES:
             node.pop()
@@ -152,3 +155,16 @@ def _count_if_as_int64(node: exp.Expression) -> exp.Expression:
     if isinstance(node, exp.CountIf) and not isinstance(node.parent, exp.Cast):
         return exp.cast(node.copy(), exp.DataType.build("BIGINT"))
     return node
+
+
+# Whitespace as RE2 (DuckDB's regular expressions) knows it: ASCII \s plus Unicode separators.
+_EDGE_WHITESPACE = r"^[\s\p{Z}]+|[\s\p{Z}]+$"
+
+
+def _trim_whitespace(node: exp.Expression) -> exp.Expression:
+    if not isinstance(node, exp.Trim) or node.args.get("expression") is not None or node.args.get("position"):
+        return node
+    return exp.Anonymous(
+        this="regexp_replace",
+        expressions=[node.this.copy(), exp.Literal.string(_EDGE_WHITESPACE), exp.Literal.string(""), exp.Literal.string("g")],
+    )
