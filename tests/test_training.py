@@ -14,8 +14,12 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from textclf.training.export import OUTPUT_NAMES, predict_in_memory  # noqa: E402
-from textclf.training.model import ModelSettings  # noqa: E402
+from textclf.training.model import ModelSettings, build_classifier  # noqa: E402
 from textclf.training.train import (  # noqa: E402
+    LazyAdam,
+    add_logit_offsets,
+    evaluate_predictions,
+    fit_logit_offsets,
     read_labelled_examples,
     train_and_export,
     train_model,
@@ -233,6 +237,179 @@ def test_refit_on_all_examples(tmp_path):
     assert 1 <= result.metrics["best_epochs"] <= result.metrics["epochs_run"]
     predicted = predict_in_memory(result.model, result.classes, ["최악 별로 bad", "최고 감동 great"])
     assert predicted["class_probabilities"].shape == (2, 2)
+
+
+def skewed_log_probabilities(rng: np.random.Generator, counts: list[int], bias: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    # Each row's true class gets a higher score on average, and ``bias`` favours some classes
+    # for every row, as a model trained on a skewed mix does.
+    true_ids = np.repeat(np.arange(len(counts)), counts)
+    scores = rng.normal(0.0, 1.0, size=(len(true_ids), len(counts)))
+    scores[np.arange(len(true_ids)), true_ids] += 1.5
+    scores += np.array(bias)
+    log_probabilities = scores - np.log(np.sum(np.exp(scores), axis=1, keepdims=True))
+    return log_probabilities, true_ids
+
+
+def recalls(true_ids: np.ndarray, predicted_ids: np.ndarray) -> list[float]:
+    return [float(np.mean(predicted_ids[true_ids == index] == index)) for index in np.unique(true_ids)]
+
+
+def test_logit_offsets_equalise_two_class_recalls():
+    rng = np.random.default_rng(SEED)
+    log_probabilities, true_ids = skewed_log_probabilities(rng, [1000, 9000], [0.0, 1.0])
+    before = recalls(true_ids, np.argmax(log_probabilities, axis=1))
+
+    offsets = fit_logit_offsets(log_probabilities, true_ids)
+    after = recalls(true_ids, np.argmax(log_probabilities + offsets, axis=1))
+
+    assert before[0] < 0.7 < before[1]
+    assert offsets[0] == 0.0
+    # The best offset cancels the bias of 1.0. Balanced accuracy is flat near its maximum, so
+    # sampling noise moves the offset found by a few tenths.
+    assert -1.5 < offsets[1] < -0.5
+    assert abs(after[0] - after[1]) < abs(before[0] - before[1]) / 2
+    assert np.mean(after) > np.mean(before) + 0.03
+
+
+def test_logit_offsets_three_classes():
+    rng = np.random.default_rng(SEED)
+    log_probabilities, true_ids = skewed_log_probabilities(rng, [600, 3000, 1400], [-0.8, 0.7, 0.0])
+    before = recalls(true_ids, np.argmax(log_probabilities, axis=1))
+
+    offsets = fit_logit_offsets(log_probabilities, true_ids)
+    after = recalls(true_ids, np.argmax(log_probabilities + offsets, axis=1))
+
+    assert offsets.shape == (3,)
+    assert offsets[0] == 0.0
+    assert np.mean(after) > np.mean(before) + 0.03
+    assert max(after) - min(after) < max(before) - min(before)
+
+
+def test_logit_offsets_zero_when_already_balanced():
+    log_probabilities = np.log(np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]]))
+    true_ids = np.array([0, 0, 1, 1])
+
+    offsets = fit_logit_offsets(log_probabilities, true_ids)
+
+    assert offsets.tolist() == [0.0, 0.0]
+
+
+def test_logit_offsets_zero_with_one_class_present():
+    log_probabilities = np.log(np.array([[0.9, 0.1], [0.4, 0.6]]))
+
+    offsets = fit_logit_offsets(log_probabilities, np.array([1, 1]))
+
+    assert offsets.tolist() == [0.0, 0.0]
+
+
+def test_add_logit_offsets_shifts_softmax_inputs():
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(SEED)
+    classifier = build_classifier(TINY_SETTINGS, 3, vocabulary_size=50)
+    token_ids = np.random.default_rng(SEED).integers(0, 50, size=(16, TINY_SETTINGS.sequence_length))
+    before = classifier.predict(token_ids, verbose=0)
+    offsets = np.array([0.0, 1.5, -0.5])
+
+    add_logit_offsets(classifier, offsets)
+    after = classifier.predict(token_ids, verbose=0)
+
+    expected = before * np.exp(offsets)
+    expected /= expected.sum(axis=1, keepdims=True)
+    assert np.max(np.abs(after - expected)) < 1e-5
+    assert np.allclose(after.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_training_balances_recalls_on_skewed_examples(tmp_path):
+    # Nine in ten examples are "pos", and a third of each class's texts carry the other class's
+    # words, so a model fitted without class weights favours "pos".
+    rng = np.random.default_rng(SEED)
+    rows = 600
+    labels = np.where(rng.random(rows) < 0.9, "pos", "neg")
+    texts = []
+    for label in labels:
+        own, other = (CLASS_WORDS["pos"], CLASS_WORDS["neg"]) if label == "pos" else (CLASS_WORDS["neg"], CLASS_WORDS["pos"])
+        words = rng.choice(own if rng.random() > 0.35 else other, size=2).tolist() + ["영화"]
+        texts.append(" ".join(words))
+    examples = pa.table(
+        {
+            "text": pa.array(texts, pa.string()),
+            "label": pa.array(labels.tolist(), pa.string()),
+            "example_date": pa.array([FIRST_DAY + dt.timedelta(days=row * DAYS // rows) for row in range(rows)], pa.date32()),
+        }
+    )
+
+    result = train_model(examples, max_epochs=3, settings=TINY_SETTINGS, batch_size=32, class_weighting="none")
+    metrics = write_model_version(result, tmp_path)
+
+    assert metrics["balance_recalls"] is True
+    assert metrics["balanced_accuracy"] >= metrics["balanced_accuracy_before_offsets"]
+    assert sorted(metrics["logit_offsets"]) == ["neg", "pos"]
+    assert metrics["logit_offsets"]["neg"] == 0.0
+    # The exported model applies the offsets: its labels on the validation texts give the
+    # balanced accuracy recorded in the metrics.
+    validation_texts = texts[-metrics["example_counts"]["validation"] :]
+    validation_ids = np.array([result.classes.index(label) for label in labels[-len(validation_texts) :]])
+    replies = predict_in_fresh_process(tmp_path / "saved_model", "text", [validation_texts])
+    predicted_ids = np.array([result.classes.index(label) for label in replies[0]["predicted_label"]])
+    assert evaluate_predictions(validation_ids, predicted_ids, result.classes)["balanced_accuracy"] == pytest.approx(
+        metrics["balanced_accuracy"], abs=1e-9
+    )
+
+
+def test_balance_recalls_off_keeps_zero_offsets():
+    examples = make_examples(["a", "b"], rows=120)
+
+    result = train_model(examples, max_epochs=1, settings=TINY_SETTINGS, balance_recalls=False)
+
+    assert result.metrics["logit_offsets"] == {"a": 0.0, "b": 0.0}
+    assert result.metrics["balanced_accuracy"] == result.metrics["balanced_accuracy_before_offsets"]
+
+
+def sparse_gradient(rows: list[int], values: list[list[float]]):
+    return tf.IndexedSlices(tf.constant(values, tf.float32), tf.constant(rows, tf.int64), dense_shape=tf.constant([6, 2], tf.int64))
+
+
+def test_lazy_adam_matches_adam_on_used_rows():
+    keras = pytest.importorskip("keras")
+    lazy_table = keras.Variable(np.ones((6, 2), np.float32))
+    adam_table = keras.Variable(np.ones((6, 2), np.float32))
+    lazy, adam = LazyAdam(0.1), keras.optimizers.Adam(0.1)
+    gradient = sparse_gradient([1, 4], [[0.5, -1.0], [2.0, 0.1]])
+
+    for _ in range(3):
+        lazy.apply([gradient], [lazy_table])
+        adam.apply([tf.convert_to_tensor(gradient)], [adam_table])
+
+    # The two compute the moments in a different order, which changes the last float32 digits.
+    assert np.max(np.abs(lazy_table.numpy() - adam_table.numpy())) < 1e-5
+    assert lazy_table.numpy()[[0, 2, 3, 5]].tolist() == [[1.0, 1.0]] * 4
+
+
+def test_lazy_adam_skips_unused_rows():
+    keras = pytest.importorskip("keras")
+    table = keras.Variable(np.ones((6, 2), np.float32))
+    optimizer = LazyAdam(0.1)
+
+    optimizer.apply([sparse_gradient([1, 4], [[0.5, -1.0], [2.0, 0.1]])], [table])
+    after_first_step = table.numpy().copy()
+    optimizer.apply([sparse_gradient([2], [[1.0, 1.0]])], [table])
+
+    # Dense Adam would move rows 1 and 4 again with their momentum.
+    assert table.numpy()[[1, 4]].tolist() == after_first_step[[1, 4]].tolist()
+    assert np.all(table.numpy()[2] < 1.0)
+
+
+def test_lazy_adam_sums_repeated_rows():
+    keras = pytest.importorskip("keras")
+    repeated_table = keras.Variable(np.ones((6, 2), np.float32))
+    summed_table = keras.Variable(np.ones((6, 2), np.float32))
+    repeated_optimizer, summed_optimizer = LazyAdam(0.1), LazyAdam(0.1)
+
+    for _ in range(2):
+        repeated_optimizer.apply([sparse_gradient([3, 3, 0], [[0.2, -0.4], [0.1, 0.1], [1.0, 1.0]])], [repeated_table])
+        summed_optimizer.apply([sparse_gradient([3, 0], [[0.3, -0.3], [1.0, 1.0]])], [summed_table])
+
+    assert np.max(np.abs(repeated_table.numpy() - summed_table.numpy())) < 1e-6
 
 
 def test_one_class_is_rejected():

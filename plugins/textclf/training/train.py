@@ -3,6 +3,12 @@
 The entry point is :func:`train_and_export`. It holds out the most recent whole days (about the
 last 10% of examples) for validation. The reported figures so describe the model on texts newer
 than any it learned from, which is how the daily pipeline uses it.
+
+After fitting, per-class offsets are added to the output layer's bias so that the class with the
+highest probability maximises class-balanced accuracy on the validation slice. Class weights alone
+left the recalls unequal on the NSMC benchmark's test months (negative 0.85, positive 0.91), and
+the offsets move the decision rule without breaking the link between ``predicted_label`` and the
+highest probability.
 """
 
 from __future__ import annotations
@@ -36,8 +42,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SEED = 1234
 DEFAULT_MAX_EPOCHS = 8
-DEFAULT_BATCH_SIZE = 256
-DEFAULT_LEARNING_RATE = 1e-3
+# With LazyAdam, batches of 1,024 at a learning rate of 4e-3 reached the validation loss of
+# batches of 256 at 1e-3 in fewer epochs on NSMC, and each epoch takes fewer steps.
+DEFAULT_BATCH_SIZE = 1024
+DEFAULT_LEARNING_RATE = 4e-3
 DEFAULT_VALIDATION_FRACTION = 0.1
 # Validation loss on NSMC rose in the epoch right after its minimum, so one epoch of patience
 # saves a wasted epoch.
@@ -52,6 +60,13 @@ DEFAULT_CLASS_WEIGHTING = "balanced"
 # Texts tokenized per step when turning the examples into token ids.
 TOKENIZE_BATCH_ROWS = 8192
 BALANCED_ACCURACY_METHOD = "mean of the per-class recalls on the validation slice"
+# Candidate logit offsets per class, searched one class at a time. Offsets beyond +-3 would mean
+# the model's probabilities are off by a factor of 20, which points to a problem the offsets
+# should not hide.
+LOGIT_OFFSET_GRID = np.round(np.linspace(-3.0, 3.0, 241), 3)
+LOGIT_OFFSET_ROUNDS = 3
+# Floor for probabilities before taking the logarithm, so a probability of exactly 0 stays finite.
+MIN_PROBABILITY = 1e-30
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,45 @@ class LabelledExamples:
     dates: np.ndarray
     dropped_null_labels: int
     dropped_null_dates: int
+
+
+class LazyAdam(keras.optimizers.Adam):
+    """Adam that updates only the embedding rows a batch uses, as TensorFlow Addons' ``LazyAdam`` does.
+
+    Keras 3.15's ``Adam`` turns the sparse gradient of an ``Embedding`` into a dense one, so every
+    step rewrites the whole table and its two moment tables (48 million floats for 500,000 rows of
+    32). Here rows a batch does not use keep their moments and weights. For 50,000 random texts of
+    100 tokens in batches of 256, one epoch took 5 s instead of 43 s on 2 CPU cores. Dense
+    gradients get the usual Adam update.
+
+    Repeated indices in a sparse gradient are summed before the update, so ``v`` gets the square of
+    the summed gradient. Keras' ``Adam`` squares each repeat before summing them instead.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.amsgrad:
+            raise ValueError("`amsgrad` is not supported by LazyAdam's sparse update. Received: amsgrad=True")
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
+
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1 = tf.cast(self.beta_1, dtype)
+        beta_2 = tf.cast(self.beta_2, dtype)
+        alpha = tf.cast(learning_rate, dtype) * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
+
+        rows, positions = tf.unique(gradient.indices)
+        row_gradients = tf.math.unsorted_segment_sum(tf.cast(gradient.values, dtype), positions, tf.shape(rows)[0])
+        index = self._get_variable_index(variable)
+        momentum, velocity = self._momentums[index], self._velocities[index]
+        momentum_rows = beta_1 * tf.gather(momentum.value, rows) + (1 - beta_1) * row_gradients
+        velocity_rows = beta_2 * tf.gather(velocity.value, rows) + (1 - beta_2) * tf.square(row_gradients)
+        self.assign(momentum, tf.IndexedSlices(momentum_rows, rows))
+        self.assign(velocity, tf.IndexedSlices(velocity_rows, rows))
+        self.assign_sub(variable, tf.IndexedSlices(alpha * momentum_rows / (tf.sqrt(velocity_rows) + self.epsilon), rows))
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -187,6 +241,7 @@ def train_and_export(
     settings: ModelSettings | None = None,
     trained_before: dt.date | str | None = None,
     refit_on_all_examples: bool = False,
+    balance_recalls: bool = True,
 ) -> dict:
     """Train the classifier on ``examples``, export it to ``output_dir/saved_model`` and write ``output_dir/metrics.json``.
 
@@ -209,8 +264,13 @@ def train_and_export(
         after the latest example.
     :param refit_on_all_examples: after early stopping picks the number of epochs, fit a new model
         on all examples, validation slice included, for that many epochs and export it. The
-        metrics still describe the model that did not see the validation slice. On NSMC this
-        doubled training time and did not raise test accuracy, so it is off by default.
+        metrics still describe the model that did not see the validation slice. On the NSMC
+        benchmark (one run each, seed 1234, 2 shared CPU cores under load) it raised test
+        class-balanced accuracy from 0.8775 to 0.8809 and training time from 141 s to 233 s.
+    :param balance_recalls: add to the output layer's bias the per-class logit offsets that
+        maximise class-balanced accuracy on the validation slice (see :func:`fit_logit_offsets`).
+        The validation metrics are then measured on the slice that chose the offsets, so they
+        are slightly optimistic; ``balanced_accuracy_before_offsets`` keeps the figure before.
     :return: the metrics written to ``metrics.json``.
     """
     validate_column(input_name, what="input name")
@@ -228,6 +288,7 @@ def train_and_export(
         settings=settings,
         trained_before=trained_before,
         refit_on_all_examples=refit_on_all_examples,
+        balance_recalls=balance_recalls,
     )
     return write_model_version(result, output_dir, input_name=input_name)
 
@@ -247,6 +308,7 @@ def train_model(
     settings: ModelSettings | None = None,
     trained_before: dt.date | str | None = None,
     refit_on_all_examples: bool = False,
+    balance_recalls: bool = True,
 ) -> TrainingResult:
     """Split ``examples`` by date, fit the classifier and evaluate it on the validation slice.
 
@@ -303,8 +365,23 @@ def train_model(
     epochs_run = len(history.history["loss"])
     best_epochs = int(np.argmin(history.history["val_loss"])) + 1
 
-    validation_predicted = np.argmax(classifier.predict(validation_ids, batch_size=4096, verbose=0), axis=1)
+    validation_probabilities = classifier.predict(validation_ids, batch_size=4096, verbose=0)
+    validation_log_probabilities = np.log(np.maximum(validation_probabilities, MIN_PROBABILITY))
+    before_offsets = evaluate_predictions(validation_y, np.argmax(validation_log_probabilities, axis=1), classes)
+    balanced_accuracy_before_offsets = before_offsets["balanced_accuracy"]
+
+    # Shifting the logits moves the decision rule towards equal recalls, and the exported
+    # probabilities stay a softmax whose highest value names the predicted label.
+    logit_offsets = np.zeros(len(classes))
+    if balance_recalls:
+        logit_offsets = fit_logit_offsets(validation_log_probabilities, validation_y)
+        add_logit_offsets(classifier, logit_offsets)
+    validation_predicted = np.argmax(validation_log_probabilities + logit_offsets, axis=1)
     evaluation = evaluate_predictions(validation_y, validation_predicted, classes)
+    log.info(
+        "Logit offsets %s: validation balanced accuracy %.4f before them, %.4f with them",
+        np.round(logit_offsets, 3).tolist(), balanced_accuracy_before_offsets, evaluation["balanced_accuracy"],
+    )
 
     # The validation slice contains the newest days, the closest to the texts the model will see.
     # Fitting again on every example uses them too, but the metrics then describe the earlier
@@ -328,11 +405,17 @@ def train_model(
             callbacks=[EpochLogger()],
             verbose=0,
         )
+        # NOTE: the offsets were chosen for the first model, so they balance this one's recalls
+        # only as far as the two models err alike.
+        if balance_recalls:
+            add_logit_offsets(classifier, logit_offsets)
 
     metrics = {
         "classes": classes,
         **evaluation,
         "balanced_accuracy_method": BALANCED_ACCURACY_METHOD,
+        "balanced_accuracy_before_offsets": balanced_accuracy_before_offsets,
+        "logit_offsets": {name: float(offset) for name, offset in zip(classes, logit_offsets)},
         "example_counts": {
             "train": int(len(train_y)),
             "validation": int(len(validation_y)),
@@ -349,6 +432,9 @@ def train_model(
         "best_epochs": best_epochs,
         "max_epochs": max_epochs,
         "refit_on_all_examples": refit_on_all_examples,
+        "balance_recalls": balance_recalls,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "seed": seed,
@@ -421,6 +507,51 @@ def evaluate_predictions(true_ids: np.ndarray, predicted_ids: np.ndarray, classe
     }
 
 
+def fit_logit_offsets(log_probabilities: np.ndarray, true_ids: np.ndarray) -> np.ndarray:
+    """Find per-class offsets whose sum with ``log_probabilities`` has the best class-balanced accuracy under argmax.
+
+    The search changes one class's offset at a time over :data:`LOGIT_OFFSET_GRID`, the first
+    class staying at 0 because softmax ignores a shift shared by all classes. Among offsets with
+    the same balanced accuracy it keeps the one closest to 0, so a plateau on a small validation
+    slice does not push the decision rule further than the data supports.
+
+    :param log_probabilities: ``[rows, classes]`` log-probabilities, or logits, of the validation slice.
+    :param true_ids: true class indices of the rows.
+    :return: ``[classes]`` offsets to add to the logits.
+    """
+    num_classes = log_probabilities.shape[1]
+    offsets = np.zeros(num_classes)
+    present = [index for index in range(num_classes) if np.any(true_ids == index)]
+    if len(present) < 2:
+        return offsets
+
+    # Trying candidates nearest to 0 first makes the strict comparison keep the smallest offset on ties.
+    candidates = LOGIT_OFFSET_GRID[np.argsort(np.abs(LOGIT_OFFSET_GRID), kind="stable")]
+    best_score = _balanced_accuracy(true_ids, np.argmax(log_probabilities, axis=1), present)
+    for _ in range(LOGIT_OFFSET_ROUNDS):
+        improved = False
+        for index in range(1, num_classes):
+            for candidate in candidates:
+                trial = offsets.copy()
+                trial[index] = candidate
+                score = _balanced_accuracy(true_ids, np.argmax(log_probabilities + trial, axis=1), present)
+                if score > best_score + 1e-12:
+                    best_score, offsets, improved = score, trial, True
+        if not improved:
+            break
+    return offsets
+
+
+def add_logit_offsets(classifier: keras.Model, offsets: np.ndarray) -> None:
+    """Add ``offsets`` to the bias of the classifier's softmax layer, which shifts its logits.
+
+    :param classifier: a model from :func:`build_classifier`.
+    :param offsets: ``[classes]`` values to add to the logits.
+    """
+    output_layer = classifier.get_layer("class_probabilities")
+    output_layer.bias.assign(output_layer.bias.numpy() + np.asarray(offsets, dtype=output_layer.bias.dtype))
+
+
 def directory_bytes(path: str) -> int:
     """Return the total size in bytes of the files under ``path``, local or ``gs://``.
 
@@ -443,7 +574,7 @@ def _adapt_vectorizer(texts: np.ndarray, truncate: TruncateAndLower, settings: M
 def _compiled_classifier(settings: ModelSettings, num_classes: int, vocabulary_size: int, learning_rate: float) -> keras.Model:
     classifier = build_classifier(settings, num_classes, vocabulary_size=vocabulary_size)
     classifier.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=LazyAdam(learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -487,6 +618,10 @@ def _check_split(train_labels: np.ndarray, validation_labels: np.ndarray, classe
             f"Classes {missing} of label column {label_column!r} occur only in the most recent days held out for "
             "validation, so the model cannot learn them. Add older examples of those classes or drop them."
         )
+
+
+def _balanced_accuracy(true_ids: np.ndarray, predicted_ids: np.ndarray, present: Sequence[int]) -> float:
+    return float(np.mean([np.mean(predicted_ids[true_ids == index] == index) for index in present]))
 
 
 def _class_weights(train_y: np.ndarray, num_classes: int) -> dict[int, float]:
