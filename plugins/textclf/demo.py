@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from textclf.config import CONFIG_ENV_VAR, HOME_ENV_VAR, load_config, textclf_home
+from textclf.config import CONFIG_ENV_VAR, HOME_ENV_VAR, PipelineConfig, load_config, textclf_home
 from textclf.run_day import parse_day
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ def run_command(args: argparse.Namespace) -> int:
                 return 1
             run_day = latest
 
+    config = cover_run_day(config, run_day, home)
     print(f"Running DAG {DAG_ID} for {run_day.isoformat()} (Airflow home {os.environ['AIRFLOW_HOME']})")
     task_states = run_dag(run_day)
     return print_summary(config, run_day, task_states, home, time.monotonic() - started)
@@ -105,6 +106,22 @@ def prepare_environment(home: Path | None) -> Path:
     return home
 
 
+def cover_run_day(config: PipelineConfig, run_day: dt.date, home: Path) -> PipelineConfig:
+    """Move the DAG's start date back to ``run_day`` when it starts later, so the run has tasks.
+
+    Airflow creates no task instances for a run dated before its DAG's start date. The moved start
+    date is written to a configuration file in ``home`` that ``TEXTCLF_CONFIG`` then names.
+    """
+    if dt.date.fromisoformat(config.start_date) <= run_day:
+        return config
+    values = {**config.to_dict(), "start_date": run_day.isoformat()}
+    path = home / "demo-config.json"
+    path.write_text(json.dumps(values, indent=2), encoding="utf-8")
+    os.environ[CONFIG_ENV_VAR] = str(path)
+    log.info("Moved the DAG's start date to %s for this run; configuration in %s", run_day, path)
+    return load_config()
+
+
 def run_dag(run_day: dt.date) -> dict[str, str]:
     """Run the DAG for ``run_day`` with ``dag.test()`` and return each task's final state."""
     import importlib.util
@@ -122,18 +139,16 @@ def run_dag(run_day: dt.date) -> dict[str, str]:
 
 
 def print_summary(
-    config: object, run_day: dt.date, task_states: dict[str, str], home: Path, seconds: float
+    config: PipelineConfig, run_day: dt.date, task_states: dict[str, str], home: Path, seconds: float
 ) -> int:
-    from textclf.config import PipelineConfig
     from textclf.store import get_model_store
     from textclf.warehouse import open_embedded
 
-    assert isinstance(config, PipelineConfig)
     print()
     print(f"textclf demo for {run_day.isoformat()}")
     for task_id, state in task_states.items():
         print(f"  task {task_id:<18} {state}")
-    failed = [task_id for task_id, state in task_states.items() if state not in ("success", "skipped")]
+    failed = [task_id for task_id, state in task_states.items() if state != "success"]
 
     with open_embedded() as warehouse:
         if warehouse.table_exists(config.report):
@@ -161,10 +176,10 @@ def print_summary(
         if report["accuracy"] is not None:
             print(f"  accuracy            {100 * report['accuracy']:.1f} % on {report['labelled_rows']} labelled rows")
         print(f"  model version       {report['model_version']}")
-    seconds = {row["task_id"]: row["duration_seconds"] for row in durations}
+    task_seconds = {row["task_id"]: row["duration_seconds"] for row in durations}
     for task_id in task_states:
-        if task_id in seconds:
-            print(f"  seconds {task_id:<18} {seconds[task_id]:.1f}")
+        if task_id in task_seconds:
+            print(f"  seconds {task_id:<18} {task_seconds[task_id]:.1f}")
     print(
         f"  predictions         {config.predictions} (DuckDB: {database}, table "
         f"{config.dataset}.{config.predictions_table}, {config.result_date_column} = '{run_day.isoformat()}')"
