@@ -18,7 +18,7 @@ from test_reliability_reruns import (
     MANUAL,
     RUN_DAYS,
     SCHEDULED,
-    make_pipeline,
+    pipeline_environment,
     saved_model_dir,  # noqa: F401 - a fixture
     source_rows,
 )
@@ -80,18 +80,18 @@ def export_wrong_signature(saved_model_dir, input_spec):
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, saved_model_dir):  # noqa: F811 - the imported fixture
+    home = tmp_path_factory.mktemp("bad_input")
+    with pipeline_environment(home, saved_model_dir, skip_empty_days=False) as pipeline:
+        load_bad_input(pipeline, home)
+        yield pipeline
+
+
+def load_bad_input(pipeline, home):
+    """Load the odd-text, duplicate-id and integer-text days, publish wrong-signature models, run the good days."""
     import tensorflow as tf
 
     from textclf.store import METRICS_FILE, SAVED_MODEL_DIR, get_model_store
     from textclf.warehouse import open_embedded
-
-    home = tmp_path_factory.mktemp("bad_input")
-    connection = {"conn_type": "duckdb", "host": str(home / "warehouse.duckdb")}
-    patch = pytest.MonkeyPatch()
-    patch.setenv("TEXTCLF_HOME", str(home))
-    patch.setenv("AIRFLOW_CONN_TEXTCLF_WAREHOUSE", json.dumps(connection))
-    pipeline = make_pipeline(home, saved_model_dir, connection, skip_empty_days=False)
-    patch.setenv("TEXTCLF_CONFIG", str(home / "textclf.json"))
 
     with open_embedded(str(pipeline.database)) as warehouse:
         warehouse.load_partitions(
@@ -124,8 +124,6 @@ def pipeline(tmp_path_factory, saved_model_dir):  # noqa: F811 - the imported fi
     # Every day but the odd and duplicate days has predictions, so a failure that writes shows.
     for day in RUN_DAYS:
         pipeline.run_day(day, BACKFILL)
-    yield pipeline
-    patch.undo()
 
 
 def run_check(pipeline, day, params=None, config=None):

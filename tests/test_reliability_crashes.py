@@ -26,7 +26,7 @@ from test_reliability_reruns import (
     MODEL_VERSION,
     RUN_DAYS,
     SCHEDULED,
-    make_pipeline,
+    pipeline_environment,
     saved_model_dir,  # noqa: F401 - a fixture
     source_rows,
 )
@@ -113,23 +113,16 @@ WRITER_SCRIPT = textwrap.dedent(
 def pipeline(tmp_path_factory, saved_model_dir):  # noqa: F811 - the imported fixture
     from textclf.warehouse import open_embedded
 
-    home = tmp_path_factory.mktemp("crashes")
-    connection = {"conn_type": "duckdb", "host": str(home / "warehouse.duckdb")}
-    patch = pytest.MonkeyPatch()
-    patch.setenv("TEXTCLF_HOME", str(home))
-    patch.setenv("AIRFLOW_CONN_TEXTCLF_WAREHOUSE", json.dumps(connection))
-    pipeline = make_pipeline(home, saved_model_dir, connection)
-    patch.setenv("TEXTCLF_CONFIG", str(home / "textclf.json"))
-    with open_embedded(str(pipeline.database)) as warehouse:
-        warehouse.load_partitions(
-            source_rows(LARGE_DAY, first_id=100_000, texts=[f"review number {i} 좋은 영화" for i in range(LARGE_DAY_ROWS)]),
-            table=pipeline.config.source,
-            partition_column="review_date",
-        )
-    for day in RUN_DAYS:
-        pipeline.run_day(day, BACKFILL)
-    yield pipeline
-    patch.undo()
+    with pipeline_environment(tmp_path_factory.mktemp("crashes"), saved_model_dir) as pipeline:
+        with open_embedded(str(pipeline.database)) as warehouse:
+            warehouse.load_partitions(
+                source_rows(LARGE_DAY, first_id=100_000, texts=[f"review number {i} 좋은 영화" for i in range(LARGE_DAY_ROWS)]),
+                table=pipeline.config.source,
+                partition_column="review_date",
+            )
+        for day in RUN_DAYS:
+            pipeline.run_day(day, BACKFILL)
+        yield pipeline
 
 
 def rendered_sql(pipeline, operator_class, day):

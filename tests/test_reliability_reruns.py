@@ -6,12 +6,14 @@ SavedModel published in a local model store, so no training runs here.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
@@ -167,10 +169,7 @@ def source_rows(day: dt.date, first_id: int, texts: list[str | None] | None = No
 
 
 def make_pipeline(home: Path, saved_model_dir: Path, connection: dict[str, Any], **config_values: Any) -> Pipeline:
-    """Set up a textclf home: configuration, connection, source days and a published model version.
-
-    The caller owns the environment variables that this sets through ``patch``.
-    """
+    """Set up a textclf home: configuration, connection, source days and a published model version."""
     from textclf.config import load_config
     from textclf.store import METRICS_FILE, SAVED_MODEL_DIR, get_model_store
     from textclf.warehouse import open_embedded
@@ -193,6 +192,23 @@ def make_pipeline(home: Path, saved_model_dir: Path, connection: dict[str, Any],
     return Pipeline(home=home, database=database, config=config)
 
 
+@contextlib.contextmanager
+def pipeline_environment(
+    home: Path, saved_model_dir: Path, connection: dict[str, Any] | None = None, **config_values: Any
+) -> Iterator[Pipeline]:
+    """Make a pipeline in ``home`` and point TEXTCLF_HOME, TEXTCLF_CONFIG and the connection at it."""
+    connection = connection or {"conn_type": "duckdb", "host": str(home / "warehouse.duckdb")}
+    patch = pytest.MonkeyPatch()
+    try:
+        patch.setenv("TEXTCLF_HOME", str(home))
+        patch.setenv("AIRFLOW_CONN_TEXTCLF_WAREHOUSE", json.dumps(connection))
+        pipeline = make_pipeline(home, saved_model_dir, connection, **config_values)
+        patch.setenv("TEXTCLF_CONFIG", str(home / "textclf.json"))
+        yield pipeline
+    finally:
+        patch.undo()
+
+
 @pytest.fixture(scope="module")
 def saved_model_dir(tmp_path_factory):
     return export_text_classifier(tmp_path_factory.mktemp("model") / "saved_model")
@@ -200,15 +216,8 @@ def saved_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, saved_model_dir):
-    home = tmp_path_factory.mktemp("reruns")
-    connection = {"conn_type": "duckdb", "host": str(home / "warehouse.duckdb")}
-    patch = pytest.MonkeyPatch()
-    patch.setenv("TEXTCLF_HOME", str(home))
-    patch.setenv("AIRFLOW_CONN_TEXTCLF_WAREHOUSE", json.dumps(connection))
-    pipeline = make_pipeline(home, saved_model_dir, connection)
-    patch.setenv("TEXTCLF_CONFIG", str(home / "textclf.json"))
-    yield pipeline
-    patch.undo()
+    with pipeline_environment(tmp_path_factory.mktemp("reruns"), saved_model_dir) as pipeline:
+        yield pipeline
 
 
 def test_rerun_leaves_one_run_of_rows(pipeline):

@@ -14,7 +14,7 @@ import pytest
 from conftest import REPOSITORY_DIR
 from test_reliability_reruns import (
     RUN_DAYS,
-    make_pipeline,
+    pipeline_environment,
     saved_model_dir,  # noqa: F401 - a fixture
 )
 
@@ -42,14 +42,8 @@ def assert_no_secret(text: str, where: str) -> None:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, saved_model_dir):  # noqa: F811 - the imported fixture
     home = tmp_path_factory.mktemp("secrets")
-    connection = secret_connection(home / "warehouse.duckdb")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("TEXTCLF_HOME", str(home))
-    patch.setenv("AIRFLOW_CONN_TEXTCLF_WAREHOUSE", json.dumps(connection))
-    pipeline = make_pipeline(home, saved_model_dir, connection)
-    patch.setenv("TEXTCLF_CONFIG", str(home / "textclf.json"))
-    yield pipeline
-    patch.undo()
+    with pipeline_environment(home, saved_model_dir, secret_connection(home / "warehouse.duckdb")) as pipeline:
+        yield pipeline
 
 
 def test_connection_secret_is_used(pipeline):
