@@ -293,3 +293,18 @@ def test_run_day_of_scheduled_run_is_interval_start(pipeline):
 
     assert xcoms["predict"]["run_day"] == RUN_DAYS[2].isoformat()
     assert xcoms["predict"]["rows_predicted"] == ROWS_PER_DAY
+
+
+def test_unlabelled_source_reuses_stored_model(pipeline):
+    import dataclasses
+
+    from textclf.operators import TrainModelOperator
+
+    config = dataclasses.replace(pipeline.config, label_column=None)
+    day = RUN_DAYS[1]
+    context = pipeline.context(day, SCHEDULED, {}, {"retrain": True})
+
+    result = pipeline.run_task(pipeline.build(TrainModelOperator, "train_model", config), context)
+
+    assert result["model_version"] == MODEL_VERSION
+    assert result["retrained"] is False

@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textclf", description="textclf: train, import and serve a text classifier for a daily Airflow pipeline.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages and show tracebacks of errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         subparser = subparsers.add_parser(name, help=help_text, description=help_text)
@@ -49,4 +49,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     module = importlib.import_module(args.module_name)
-    return int(module.run_command(args) or 0)
+    try:
+        return int(module.run_command(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        # textclf raises these for bad input (files, dates, names, configuration) with a message
+        # that says what to fix, so the message is shown without a traceback unless -v asks for one.
+        if args.verbose:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        print("(run with -v for the traceback)", file=sys.stderr)
+        return 1

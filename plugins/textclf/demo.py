@@ -58,6 +58,12 @@ def run_command(args: argparse.Namespace) -> int:
             days = load_file(
                 data, warehouse=warehouse, table=config.source, partition_column=config.source_date_column
             )
+            # The demo's source table then holds exactly the loaded file, so rows of an earlier demo
+            # on other data never join the training examples. A failed load above changes nothing.
+            warehouse.execute(
+                f"DELETE FROM {config.source.sql} WHERE {config.source_date_column} NOT IN UNNEST(@loaded_days)",
+                {"loaded_days": sorted(days)},
+            )
         print(
             f"Loaded {sum(days.values())} rows over {len(days)} days from {data} into {config.source} "
             f"in {time.monotonic() - load_started:.1f} s"
@@ -77,8 +83,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     config = cover_run_day(config, run_day, home)
     print(f"Running DAG {DAG_ID} for {run_day.isoformat()} (Airflow home {os.environ['AIRFLOW_HOME']})")
-    task_states = run_dag(run_day)
-    return print_summary(config, run_day, task_states, home, time.monotonic() - started)
+    task_states, trained = run_dag(run_day)
+    return print_summary(config, run_day, task_states, trained, home, time.monotonic() - started)
 
 
 def prepare_environment(home: Path | None) -> Path:
@@ -122,8 +128,8 @@ def cover_run_day(config: PipelineConfig, run_day: dt.date, home: Path) -> Pipel
     return load_config()
 
 
-def run_dag(run_day: dt.date) -> dict[str, str]:
-    """Run the DAG for ``run_day`` with ``dag.test()`` and return each task's final state."""
+def run_dag(run_day: dt.date) -> tuple[dict[str, str], dict]:
+    """Run the DAG for ``run_day`` with ``dag.test()``; return each task's final state and the train task's XCom."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("textclf_daily_dag", DAG_FILE)
@@ -134,12 +140,22 @@ def run_dag(run_day: dt.date) -> dict[str, str]:
 
     logical_date = dt.datetime.combine(run_day, dt.time(), dt.timezone.utc)
     dag_run = dag.test(logical_date=logical_date, run_conf={"run_date": run_day.isoformat()})
-    states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
-    return {task.task_id: states.get(task.task_id, "not run") for task in dag.tasks}
+    task_instances = {ti.task_id: ti for ti in dag_run.get_task_instances()}
+    states = {task.task_id: str(getattr(task_instances.get(task.task_id), "state", "not run")) for task in dag.tasks}
+    train = task_instances.get("train_model")
+    trained = None
+    if train is not None and states["train_model"] == "success":
+        trained = train.xcom_pull(task_ids="train_model")
+    return states, trained or {}
 
 
 def print_summary(
-    config: PipelineConfig, run_day: dt.date, task_states: dict[str, str], home: Path, seconds: float
+    config: PipelineConfig,
+    run_day: dt.date,
+    task_states: dict[str, str],
+    trained: dict,
+    home: Path,
+    seconds: float,
 ) -> int:
     from textclf.store import get_model_store
     from textclf.warehouse import open_embedded
@@ -148,6 +164,13 @@ def print_summary(
     print(f"textclf demo for {run_day.isoformat()}")
     for task_id, state in task_states.items():
         print(f"  task {task_id:<18} {state}")
+    if all(state == "skipped" for state in task_states.values()):
+        print(
+            f"error: {config.source} has no rows for {config.source_date_column} = {run_day.isoformat()}, so the "
+            f"run was skipped. Pick a day that has data with --date.",
+            file=sys.stderr,
+        )
+        return 1
     failed = [task_id for task_id, state in task_states.items() if state != "success"]
 
     with open_embedded() as warehouse:
@@ -176,6 +199,8 @@ def print_summary(
         if report["accuracy"] is not None:
             print(f"  accuracy            {100 * report['accuracy']:.1f} % on {report['labelled_rows']} labelled rows")
         print(f"  model version       {report['model_version']}")
+    if trained.get("training_examples") is not None:
+        print(f"  training examples   {trained['training_examples']} before {run_day.isoformat()}")
     task_seconds = {row["task_id"]: row["duration_seconds"] for row in durations}
     for task_id in task_states:
         if task_id in task_seconds:

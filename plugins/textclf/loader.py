@@ -163,7 +163,16 @@ def load_file(
 
     rows_per_day = warehouse.load_partitions(data, table=table, partition_column=partition_column)
     for day, rows in rows_per_day.items():
-        log.info("Partition %s of %s: %d rows", day, table, rows)
+        log.debug("Partition %s of %s: %d rows", day, table, rows)
+    if rows_per_day:
+        log.info(
+            "Loaded %d rows into %s, replacing %d day partitions from %s to %s",
+            sum(rows_per_day.values()),
+            table,
+            len(rows_per_day),
+            min(rows_per_day),
+            max(rows_per_day),
+        )
     return rows_per_day
 
 

@@ -15,6 +15,7 @@ import logging
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from textclf.identifiers import InvalidIdentifierError, validate_column
 
@@ -163,7 +164,11 @@ def format_result(result: CheckResult) -> str:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of the ``check-model`` command."""
-    parser.add_argument("saved_model_dir", metavar="DIR", help="SavedModel folder, local or gs://")
+    parser.add_argument(
+        "saved_model_dir",
+        metavar="DIR",
+        help="SavedModel folder, local or gs://, or a model store version folder that contains saved_model/",
+    )
     parser.add_argument("--input-name", default=None, help="expected name of the string input (default: any valid column name)")
     parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="largest allowed folder size, in bytes")
     parser.add_argument(
@@ -175,8 +180,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run ``check-model``: print the report and return 1 when there is a problem."""
+    saved_model_dir = args.saved_model_dir
+    # A model store version folder holds the SavedModel in saved_model/ beside metrics.json.
+    if not saved_model_dir.startswith("gs://") and (Path(saved_model_dir) / "saved_model" / "saved_model.pb").is_file():
+        saved_model_dir = str(Path(saved_model_dir) / "saved_model")
     result = check_saved_model(
-        args.saved_model_dir,
+        saved_model_dir,
         max_bytes=args.max_bytes,
         max_batch_memory_bytes=args.max_batch_memory_bytes,
         batch_rows=args.batch_rows,

@@ -142,6 +142,10 @@ def _plot_class_shares(history: Sequence[dict[str, Any]]) -> bytes:
     for label, points in sorted(series.items()):
         days, shares = zip(*sorted(points))
         axes.plot(days, shares, marker="o", label=str(label))
+    days = sorted({day for points in series.values() for day, _ in points})
+    if len(days) == 1:
+        # One point would otherwise sit on an axis that matplotlib stretches over years.
+        axes.set_xlim(days[0] - dt.timedelta(days=3), days[0] + dt.timedelta(days=3))
     axes.set_title("Share of predictions per class")
     axes.set_ylabel("share")
     axes.set_ylim(0, 1)

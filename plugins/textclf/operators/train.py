@@ -29,8 +29,8 @@ class TrainModelOperator(WarehouseOperator):
     The examples come from ``sql`` through the warehouse. Training runs in a subprocess (so
     TensorFlow's memory leaves with it) or, with ``training_backend = "vertex"``, as a Vertex AI
     custom job. The SavedModel and its metrics go to the model store as version ``YYYYMMDD`` of the
-    run's day. With the run param ``retrain`` off, the newest stored version up to the run's day is
-    reused instead.
+    run's day. With the run param ``retrain`` off, or without a ``label_column`` to train on, the
+    newest stored version up to the run's day is reused instead.
 
     :param config: the pipeline configuration.
     :param sql: the training examples query (templated); defaults to ``training_examples.sql``.
@@ -50,10 +50,9 @@ class TrainModelOperator(WarehouseOperator):
         if not (context.get("params") or {}).get("retrain", True):
             return self._reuse_model(store, version)
         if config.label_column is None:
-            raise AirflowFailException(
-                "Cannot train: `label_column` is not set, so the source has no labels. Set it in the "
-                "configuration, or trigger the run with retrain off to reuse a stored model."
-            )
+            # A source without labels cannot train a model, so each run serves the newest stored one.
+            self.log.info("`label_column` is not set, so there is nothing to train on: reusing a stored model")
+            return self._reuse_model(store, version)
         if config.training_backend == "vertex":
             return self._train_on_vertex(context, store, version, run_day)
 
@@ -75,15 +74,24 @@ class TrainModelOperator(WarehouseOperator):
             metrics = json.loads((version_dir / METRICS_FILE).read_text(encoding="utf-8"))
             uri = store.publish(version_dir, version)
 
+        counts = metrics.get("example_counts") or {}
         self.log.info(
-            "Stored model version %s at %s: %s examples, balanced accuracy %s, %s bytes",
+            "Stored model version %s at %s: %s training and %s validation examples, validation balanced "
+            "accuracy %s, %s bytes",
             version,
             uri,
-            metrics.get("examples"),
+            counts.get("train"),
+            counts.get("validation"),
             metrics.get("balanced_accuracy"),
             metrics.get("model_bytes"),
         )
-        return {"model_version": version, "model_uri": uri, "retrained": True}
+        return {
+            "model_version": version,
+            "model_uri": uri,
+            "retrained": True,
+            "training_examples": counts.get("train"),
+            "validation_balanced_accuracy": metrics.get("balanced_accuracy"),
+        }
 
     def _reuse_model(self, store: ModelStore, version: str) -> dict[str, Any]:
         # Versions are run days as YYYYMMDD, so "up to the run's day" is a string comparison.
