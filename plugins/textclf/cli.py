@@ -1,7 +1,7 @@
 """The ``textclf`` command line: ``python -m textclf COMMAND ...``.
 
-Each command lives in the module that does its work; this file only dispatches, importing the
-module of the chosen command alone, so ``textclf --help`` stays fast.
+Each command lives in the module that does its work. This file only dispatches, and it imports
+the module of the chosen command alone, so ``textclf --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run_command(args) or 0)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         # textclf raises these for bad input (files, dates, names, configuration) with a message
-        # that says what to fix, so the message is shown without a traceback unless -v asks for one.
+        # that names the fix, so the message is shown without a traceback unless -v asks for one.
         if args.verbose:
             raise
         print(f"error: {error}", file=sys.stderr)

@@ -32,7 +32,7 @@ TRAINING_BACKENDS = ("local", "vertex")
 
 
 def textclf_home() -> Path:
-    """Return the folder that holds the embedded warehouse and model store by default."""
+    """Return the folder that contains the embedded warehouse and model store by default."""
     return Path(os.environ.get(HOME_ENV_VAR) or Path.cwd() / ".textclf").expanduser().resolve()
 
 

@@ -1,9 +1,9 @@
 """The ``demo`` command: run the daily DAG for one day on the embedded warehouse.
 
 It sets up an Airflow home and an embedded warehouse under ``$TEXTCLF_HOME`` (default
-``./.textclf``), loads a data file (the bundled demo reviews unless ``--data`` names another) into
-the source table, runs the ``textclf_daily`` DAG for one day with ``dag.test()``, and prints where
-the predictions and the report are.
+``./.textclf``) and loads a data file into the source table: the bundled demo reviews unless
+``--data`` names another. Then it runs the ``textclf_daily`` DAG for one day with ``dag.test()``
+and prints where the predictions and the report are.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def run_command(args: argparse.Namespace) -> int:
             days = load_file(
                 data, warehouse=warehouse, table=config.source, partition_column=config.source_date_column
             )
-            # The demo's source table then holds exactly the loaded file, so rows of an earlier demo
+            # The demo's source table then contains exactly the loaded file, so rows of an earlier demo
             # on other data never join the training examples. A failed load above changes nothing.
             warehouse.execute(
                 f"DELETE FROM {config.source.sql} WHERE {config.source_date_column} NOT IN UNNEST(@loaded_days)",

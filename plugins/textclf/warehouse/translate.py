@@ -157,7 +157,7 @@ def _count_if_as_int64(node: exp.Expression) -> exp.Expression:
     return node
 
 
-# Whitespace as RE2 (DuckDB's regular expressions) knows it: ASCII \s plus Unicode separators.
+# Whitespace in RE2, the regular expression engine of DuckDB: ASCII \s plus Unicode separators.
 _EDGE_WHITESPACE = r"^[\s\p{Z}]+|[\s\p{Z}]+$"
 
 
