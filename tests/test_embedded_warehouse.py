@@ -401,3 +401,18 @@ def test_trim_removes_all_whitespace(warehouse):
     ).to_pylist()
 
     assert [row["trimmed"] for row in rows] == ["", "a b", "안녕"]
+
+
+def test_connection_extra_sets_predict_batch_size(tmp_path, monkeypatch):
+    import json
+
+    from textclf.warehouse import get_warehouse
+
+    connection = {"conn_type": "duckdb", "host": str(tmp_path / "w.duckdb"), "extra": {"predict_batch_size": 512}}
+    monkeypatch.setenv("AIRFLOW_CONN_TEXTCLF_WAREHOUSE", json.dumps(connection))
+
+    warehouse = get_warehouse("textclf_warehouse")
+
+    assert isinstance(warehouse, EmbeddedWarehouse)
+    assert warehouse.predict_batch_size == 512
+    assert str(warehouse.database_path) == str(tmp_path / "w.duckdb")

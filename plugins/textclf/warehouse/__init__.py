@@ -1,7 +1,8 @@
 """Warehouse backends behind one interface, picked by an Airflow connection.
 
 A connection of type ``duckdb`` selects the embedded warehouse; its host (or the ``path`` key of its
-extra) names the database file. A connection of type ``google_cloud_platform`` selects BigQuery. When
+extra) names the database file, and the ``predict_batch_size`` key of its extra sets the rows per
+ML.PREDICT batch. A connection of type ``google_cloud_platform`` selects BigQuery. When
 the default connection id is not defined at all, the embedded warehouse in ``$TEXTCLF_HOME`` is used,
 so a laptop runs the pipeline with no set-up.
 """
@@ -26,11 +27,16 @@ EMBEDDED_CONN_TYPES = ("duckdb",)
 BIGQUERY_CONN_TYPES = ("google_cloud_platform", "gcpbigquery", "google-cloud-platform")
 
 
-def open_embedded(database_path: str | None = None) -> Warehouse:
-    """Open the embedded DuckDB warehouse at ``database_path``, default ``$TEXTCLF_HOME/warehouse.duckdb``."""
+def open_embedded(database_path: str | None = None, *, predict_batch_size: int | None = None) -> Warehouse:
+    """Open the embedded DuckDB warehouse at ``database_path``, default ``$TEXTCLF_HOME/warehouse.duckdb``.
+
+    :param database_path: the DuckDB database file.
+    :param predict_batch_size: rows per batch that ML.PREDICT sends through a model; larger batches
+        predict faster and take more memory.
+    """
     from textclf.warehouse.embedded import EmbeddedWarehouse
 
-    return EmbeddedWarehouse(database_path or textclf_home() / "warehouse.duckdb")
+    return EmbeddedWarehouse(database_path or textclf_home() / "warehouse.duckdb", predict_batch_size=predict_batch_size)
 
 
 def get_warehouse(
@@ -61,9 +67,11 @@ def get_warehouse(
 
     conn_type = (connection.conn_type or "").lower()
     if conn_type in EMBEDDED_CONN_TYPES:
-        path = connection.host or (connection.extra_dejson or {}).get("path")
+        extra = connection.extra_dejson or {}
+        path = connection.host or extra.get("path")
+        batch_size = extra.get("predict_batch_size")
         log.info("Connection %r selects the embedded warehouse %s", conn_id, path or "(default path)")
-        return open_embedded(path)
+        return open_embedded(path, predict_batch_size=int(batch_size) if batch_size is not None else None)
     if conn_type in BIGQUERY_CONN_TYPES:
         from textclf.warehouse.bigquery import BigQueryWarehouse
 

@@ -29,8 +29,11 @@ SERVING_SIGNATURE = "serving_default"
 # 2 CPU cores) on the NSMC model (character 1-3-grams, 450 tokens per text). With little other load,
 # 146,182 rows took 3.1-3.5 s at 4,096 or 8,192 rows per batch, 3.4-5.4 s at 2,048 and 3.9-5.5 s at
 # 1,024. With the cores shared by other jobs, 256 to 2,048 rows were fastest and 8,192 rows were
-# 2 to 4 times slower. Per-batch tensors grow with the batch (2,048 x 450 x 32 floats is 118 MB),
-# so 2,048 keeps memory low and loses little speed in either case.
+# 2 to 4 times slower. Per-batch tensors grow with the batch (2,048 x 450 x 32 floats is 118 MB).
+# On a quiet machine, the predict step ran at 0.874 of the bare signature's best speed with 2,048
+# rows per batch (peak 1,180 MB), 0.87-0.91 with 4,096 (1,298 MB) and 0.956 with 8,192 (1,636 MB).
+# 2,048 keeps memory lowest and holds up best under load; the connection extra
+# `predict_batch_size` trades memory for speed.
 DEFAULT_BATCH_SIZE = 2048
 
 # Predicted batches that may wait for the consumer while the next one is predicted.
