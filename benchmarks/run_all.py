@@ -99,7 +99,10 @@ def format_value(figure: dict) -> str:
 def print_table(figures: list[dict], failures: dict[str, int]) -> None:
     rows = [("figure", "measured", "target", "met")]
     for figure in figures:
-        met = "-" if figure["met"] is None else ("yes" if figure["met"] else "NO")
+        if figure["met"] is None:
+            met = "-"
+        else:
+            met = "yes" if figure["met"] else "NO"
         rows.append((figure["name"], format_value(figure), figure["target"] or "-", met))
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
     print()

@@ -46,7 +46,7 @@ with DAG(
     start_date=dt.datetime.combine(dt.date.fromisoformat(CONFIG.start_date), dt.time(), ZoneInfo(CONFIG.timezone)),
     catchup=False,
     # One run at a time, backfills included, so two runs never replace the same model or partition
-    # at once; backfills of many days then run one day after the other.
+    # at once. A backfill of many days therefore runs one day after the other.
     max_active_runs=1,
     template_searchpath=SQL_SEARCH_PATH,
     default_args={"owner": "textclf", "depends_on_past": False},

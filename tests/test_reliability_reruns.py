@@ -148,7 +148,11 @@ class Pipeline:
     def table_rows(self, table: str, day: dt.date | None = None) -> list[dict[str, Any]]:
         """Return every column of every row of a result table (or of one day), in a stable order."""
         where = "" if day is None else f"WHERE {self.config.result_date_column} = @day"
-        order = "review_id" if "predictions" in table else "task_id" if "durations" in table else "run_date"
+        order = "run_date"
+        if "predictions" in table:
+            order = "review_id"
+        elif "durations" in table:
+            order = "task_id"
         return self.query(
             f"SELECT * FROM `textclf-local.textclf.{table}` {where} ORDER BY run_date, {order}",
             None if day is None else {"day": day},

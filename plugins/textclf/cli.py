@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run_command(args) or 0)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         # textclf raises these for bad input (files, dates, names, configuration) with a message
-        # that names the fix, so the message is shown without a traceback unless -v asks for one.
+        # that names the fix, so the message is shown without a traceback unless -v is given.
         if args.verbose:
             raise
         print(f"error: {error}", file=sys.stderr)

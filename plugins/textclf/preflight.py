@@ -181,7 +181,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run_command(args: argparse.Namespace) -> int:
     """Run ``check-model``: print the report and return 1 when there is a problem."""
     saved_model_dir = args.saved_model_dir
-    # A model store version folder holds the SavedModel in saved_model/ beside metrics.json.
+    # A model store version folder contains the SavedModel in saved_model/ beside metrics.json.
     if not saved_model_dir.startswith("gs://") and (Path(saved_model_dir) / "saved_model" / "saved_model.pb").is_file():
         saved_model_dir = str(Path(saved_model_dir) / "saved_model")
     result = check_saved_model(

@@ -158,8 +158,8 @@ class BigQueryWarehouse(Warehouse):
         job = self._start_query(sql, job_config)
         rows = self._wait(job, what="query")
 
-        # The Storage Read API streams the result as Arrow record batches in parallel; the client
-        # falls back to the REST pages only when the first page already holds every row.
+        # The Storage Read API streams the result as Arrow record batches in parallel. The client
+        # falls back to the REST pages only when the first page already contains every row.
         table = rows.to_arrow(bqstorage_client=self.read_client)
         log.info("BigQuery job %s returned %s rows", job.job_id, table.num_rows)
         return table
